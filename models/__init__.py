@@ -1,0 +1,1 @@
+"""Reference models assembled from maskmm parts (importable as ``maskmm.models``)."""
