@@ -1,0 +1,265 @@
+"""Launchers of the attention kernels: layout, bounds, grid and kernel configuration.
+
+Inputs arrive validated (see ``_validate``). ``q``/``k``/``v`` may have any strides with
+a unit last-dim stride; a tensor whose last dim is strided is copied with
+``.contiguous()`` first. Outputs and gradients are allocated with ``torch.empty_like``
+(same strides as the input when it is dense), so a ``[B, L, H, D]`` buffer viewed as
+``[B, H, L, D]`` gets its results back in that layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+from torch import Tensor
+
+from ._config import padded_head_dim, pick_config
+from ._triton_bwd import attn_bwd_dkdv_kernel, attn_bwd_dq_kernel, attn_bwd_preprocess_kernel
+from ._triton_dropout import dropout_mask_kernel
+from ._triton_fwd import attn_fwd_kernel
+
+__all__ = [
+    "AttnProblem",
+    "backward",
+    "dropout_keep_mask",
+    "forward",
+    "last_true_plus_one",
+    "unit_last_stride",
+]
+
+_LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class AttnProblem:
+    """Everything but q/k/v that a launch needs (built once per call, reused by backward).
+
+    ``lq``/``lk`` are the padded lengths (padded layout) or ``max_seqlen_q/k`` (packed layout);
+    they size the saved statistics and key the dropout offsets.
+    """
+
+    varlen: bool
+    batch: int
+    heads: int
+    lq: int
+    lk: int
+    head_dim: int
+    q_bound: Tensor  # int32 [B]: rows at or beyond are invalid queries
+    k_bound: Tensor  # int32 [B]: keys at or beyond are invalid
+    cu_q: Tensor | None  # int32 [B + 1] (packed layout)
+    cu_k: Tensor | None
+    q_valid: Tensor | None  # uint8 [B, Lq] (padded layout)
+    k_valid: Tensor | None  # uint8 [B, Lk]
+    sm_scale: float
+    dropout_p: float
+    seed: int
+    block_m: int | None = None
+    block_n: int | None = None
+
+
+def unit_last_stride(t: Tensor) -> Tensor:
+    """``t`` itself when its last dim has stride 1 (or size 1), else a contiguous copy."""
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+def last_true_plus_one(mask: Tensor) -> Tensor:
+    """int32 ``[B]``: index of the last ``True`` per row plus one (0 for an all-``False`` row).
+
+    Vectorised, no host sync.
+    """
+    b, length = mask.shape
+    if length == 0:
+        return torch.zeros(b, dtype=torch.int32, device=mask.device)
+    pos = torch.arange(1, length + 1, device=mask.device, dtype=torch.int32)
+    return (mask.to(torch.int32) * pos).amax(dim=1).to(torch.int32)
+
+
+def _strides(t: Tensor, varlen: bool) -> tuple[int, int, int]:
+    """(batch, head, row) strides; the packed layout has no batch stride."""
+    if varlen:
+        return 0, t.stride(1), t.stride(0)
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _upcast(q: Tensor) -> bool:
+    # Triton's CPU interpreter computes tl.dot on bfloat16 operands wrongly; multiply in fp32 there.
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16
+
+
+def _dummy(p: AttnProblem) -> Tensor:
+    return p.q_bound
+
+
+def forward(q: Tensor, k: Tensor, v: Tensor, p: AttnProblem) -> tuple[Tensor, Tensor]:
+    """Returns ``(out, lse)``: ``out`` like ``q``; ``lse`` fp32 ``[B * H, lq]`` (base 2, scaled)."""
+    # Packed layout: tokens outside every sequence (or beyond max_seqlen_q) read as zeros.
+    out = torch.zeros_like(q) if p.varlen else torch.empty_like(q)
+    lse = torch.empty((p.batch * p.heads, p.lq), dtype=torch.float32, device=q.device)
+    cfg = pick_config("fwd", p.head_dim, q.dtype, q.device, p.lq, p.lk, p.block_m, p.block_n)
+    n_tiles = triton.cdiv(p.lq, cfg.block_m) * p.batch * p.heads
+    if n_tiles == 0:
+        return out, lse
+    dummy = _dummy(p)
+    attn_fwd_kernel[(n_tiles,)](
+        q,
+        k,
+        v,
+        out,
+        lse,
+        *_strides(q, p.varlen),
+        *_strides(k, p.varlen),
+        *_strides(v, p.varlen),
+        *_strides(out, p.varlen),
+        p.cu_q if p.cu_q is not None else dummy,
+        p.cu_k if p.cu_k is not None else dummy,
+        p.q_bound,
+        p.k_bound,
+        p.q_valid if p.q_valid is not None else dummy,
+        p.q_valid.stride(0) if p.q_valid is not None else 0,
+        p.k_valid if p.k_valid is not None else dummy,
+        p.k_valid.stride(0) if p.k_valid is not None else 0,
+        p.heads,
+        p.lq,
+        p.lk,
+        p.sm_scale * _LOG2E,
+        p.dropout_p,
+        p.seed << 32,
+        HEAD_DIM=p.head_dim,
+        BLOCK_D=padded_head_dim(p.head_dim),
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n,
+        IS_VARLEN=p.varlen,
+        HAS_QMASK=p.q_valid is not None,
+        HAS_KMASK=p.k_valid is not None,
+        DROPOUT=p.dropout_p > 0.0,
+        IEEE=q.dtype == torch.float32,
+        UPCAST=_upcast(q),
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+    return out, lse
+
+
+def backward(
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, p: AttnProblem
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns ``(dq, dk, dv)`` shaped and strided like ``q``, ``k``, ``v``."""
+    do = unit_last_stride(do)
+    alloc = torch.zeros_like if p.varlen else torch.empty_like
+    dq, dk, dv = alloc(q), alloc(k), alloc(v)
+    bh = p.batch * p.heads
+    block_d = padded_head_dim(p.head_dim)
+    dummy = _dummy(p)
+    cu_q = p.cu_q if p.cu_q is not None else dummy
+    cu_k = p.cu_k if p.cu_k is not None else dummy
+    k_valid = p.k_valid if p.k_valid is not None else dummy
+    k_valid_stride = p.k_valid.stride(0) if p.k_valid is not None else 0
+    common = dict(
+        HEAD_DIM=p.head_dim,
+        BLOCK_D=block_d,
+        IS_VARLEN=p.varlen,
+        HAS_KMASK=p.k_valid is not None,
+        DROPOUT=p.dropout_p > 0.0,
+        IEEE=q.dtype == torch.float32,
+        UPCAST=_upcast(q),
+    )
+    scalars = (p.heads, p.lq, p.lk, p.sm_scale, p.sm_scale * _LOG2E, p.dropout_p, p.seed << 32)
+
+    delta = torch.empty((bh, p.lq), dtype=torch.float32, device=q.device)
+    pre_block = 64 if q.device.type == "cuda" else 16
+    n_pre = triton.cdiv(p.lq, pre_block) * bh
+    if n_pre > 0:
+        attn_bwd_preprocess_kernel[(n_pre,)](
+            out,
+            do,
+            delta,
+            *_strides(out, p.varlen),
+            *_strides(do, p.varlen),
+            cu_q,
+            p.heads,
+            p.lq,
+            HEAD_DIM=p.head_dim,
+            BLOCK_D=block_d,
+            BLOCK_M=pre_block,
+            IS_VARLEN=p.varlen,
+        )
+
+    cfg = pick_config("bwd_kv", p.head_dim, q.dtype, q.device, p.lq, p.lk, p.block_m, p.block_n)
+    n_kv = triton.cdiv(p.lk, cfg.block_n) * bh
+    if n_kv > 0:
+        attn_bwd_dkdv_kernel[(n_kv,)](
+            q,
+            k,
+            v,
+            do,
+            dk,
+            dv,
+            lse,
+            delta,
+            *_strides(q, p.varlen),
+            *_strides(k, p.varlen),
+            *_strides(v, p.varlen),
+            *_strides(do, p.varlen),
+            *_strides(dk, p.varlen),
+            *_strides(dv, p.varlen),
+            cu_q,
+            cu_k,
+            p.q_bound,
+            p.k_bound,
+            k_valid,
+            k_valid_stride,
+            *scalars,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+            **common,
+        )
+
+    cfg = pick_config("bwd_q", p.head_dim, q.dtype, q.device, p.lq, p.lk, p.block_m, p.block_n)
+    n_q = triton.cdiv(p.lq, cfg.block_m) * bh
+    if n_q > 0:
+        attn_bwd_dq_kernel[(n_q,)](
+            q,
+            k,
+            v,
+            do,
+            dq,
+            lse,
+            delta,
+            *_strides(q, p.varlen),
+            *_strides(k, p.varlen),
+            *_strides(v, p.varlen),
+            *_strides(do, p.varlen),
+            *_strides(dq, p.varlen),
+            cu_q,
+            cu_k,
+            p.q_bound,
+            p.k_bound,
+            k_valid,
+            k_valid_stride,
+            *scalars,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+            **common,
+        )
+    return dq, dk, dv
+
+
+def dropout_keep_mask(
+    seed: int, batch: int, heads: int, lq: int, lk: int, dropout_p: float, device: torch.device
+) -> Tensor:
+    """bool ``[B, H, Lq, Lk]``: the keep-mask the attention kernels draw for ``seed``."""
+    out = torch.empty((batch, heads, lq, lk), dtype=torch.uint8, device=device)
+    block_m = 32 if device.type == "cuda" else 16
+    block_n = 128 if device.type == "cuda" else 64
+    n_tiles = triton.cdiv(lq, block_m) * batch * heads
+    if n_tiles > 0 and lk > 0:
+        dropout_mask_kernel[(n_tiles,)](
+            out, lq, lk, float(dropout_p), seed << 32, BLOCK_M=block_m, BLOCK_N=block_n
+        )
+    return out.view(torch.bool)

@@ -1,0 +1,161 @@
+"""Image-text matching: hard-negative sampling and the 2-way matching loss."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maskmm._checks import check_floating, check_generator, check_same_device, check_tensor
+from maskmm.losses.types import LossOutput, _acc_dtype, _stat
+
+__all__ = ["HardNegatives", "ImageTextMatchingLoss", "image_text_matching_loss", "sample_hard_negatives"]
+
+
+class HardNegatives(NamedTuple):
+    """Sampled negatives (``return_flags=True`` form of :func:`sample_hard_negatives`).
+
+    Attributes:
+        text_idx: ``long [B]`` negative text for image ``i``.
+        image_idx: ``long [B]`` negative image for text ``i``.
+        text_fallback: ``bool [B]`` image ``i`` had no valid negative text (fallback used).
+        image_fallback: ``bool [B]`` text ``i`` had no valid negative image.
+    """
+
+    text_idx: Tensor
+    image_idx: Tensor
+    text_fallback: Tensor
+    image_fallback: Tensor
+
+    def pair_valid(self) -> Tensor:
+        """``bool [3B]`` for the ``[positives; (image, neg text); (neg image, text)]`` layout
+        of :func:`image_text_matching_loss`: ``False`` for pairs built from a fallback."""
+        pos = torch.ones_like(self.text_fallback)
+        return torch.cat([pos, ~self.text_fallback, ~self.image_fallback])
+
+
+@torch.no_grad()
+def sample_hard_negatives(
+    sim_i2t: Tensor,
+    sim_t2i: Tensor,
+    image_ids: Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    return_flags: bool = False,
+) -> tuple[Tensor, Tensor] | HardNegatives:
+    """Draw one hard negative text per image and one hard negative image per text.
+
+    Row ``i`` of ``sim_i2t`` (scaled similarities of image ``i`` to every text) gives
+    the sampling distribution ``softmax(sim_i2t[i])`` restricted to texts whose pair id
+    differs from ``image_ids[i]`` (same-id pairs have weight 0; without ids only the
+    diagonal is excluded). Both directions are drawn in ONE ``torch.multinomial`` call.
+
+    Fallback (documented choice): a row with no valid negative (every pair shares its
+    id) draws uniformly among the *other* indices ``j != i`` (index ``i`` itself when
+    ``B == 1``); such rows are flagged (``return_flags=True``) so the loss can drop them
+    (:meth:`HardNegatives.pair_valid`).
+
+    Args:
+        sim_i2t: ``[B, B]`` image-to-text similarities (any float dtype; no gradient).
+        sim_t2i: ``[B, B]`` text-to-image similarities.
+        image_ids: ``long [B]`` pair ids, or ``None`` (every pair distinct).
+        generator: RNG for the draw (same seed, same device -> same negatives).
+        return_flags: return a :class:`HardNegatives` with fallback flags.
+
+    Returns:
+        ``(neg_text_idx long [B], neg_image_idx long [B])``, or :class:`HardNegatives`.
+    """
+    check_floating("sim_i2t", sim_i2t, ndim=2)
+    b = sim_i2t.shape[0]
+    check_floating("sim_i2t", sim_i2t, shape=(b, b))
+    check_floating("sim_t2i", sim_t2i, shape=(b, b))
+    if image_ids is not None:
+        check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long)
+    device = check_same_device(sim_i2t=sim_i2t, sim_t2i=sim_t2i, image_ids=image_ids)
+    check_generator("generator", generator, device)
+    if b == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        flags = torch.zeros(0, dtype=torch.bool, device=device)
+        return HardNegatives(empty, empty, flags, flags) if return_flags else (empty, empty)
+
+    eye = torch.eye(b, dtype=torch.bool, device=device)
+    same = eye if image_ids is None else image_ids.unsqueeze(0) == image_ids.unsqueeze(1)
+    same = same | eye
+    has_neg = ~same.all(1)  # symmetric relation: same for both directions
+    fallback = eye if b > 1 else torch.zeros_like(eye)
+    excluded = torch.where(has_neg.unsqueeze(1), same, fallback)
+    logits = torch.stack([sim_i2t, sim_t2i]).float()
+    # Non-finite similarities would poison the softmax; neutralise them before sampling.
+    logits = torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4)
+    logits = torch.where(has_neg.view(1, b, 1), logits, torch.zeros_like(logits))
+    logits = logits.masked_fill(excluded.unsqueeze(0), float("-inf"))
+    probs = torch.softmax(logits, dim=-1).reshape(2 * b, b)
+    draws = torch.multinomial(probs, 1, generator=generator).reshape(2, b)
+    if return_flags:
+        no_neg = ~has_neg
+        return HardNegatives(draws[0], draws[1], no_neg, no_neg.clone())
+    return draws[0], draws[1]
+
+
+def image_text_matching_loss(
+    logits: Tensor,
+    labels: Tensor | None = None,
+    *,
+    valid: Tensor | None = None,
+) -> LossOutput:
+    """2-way cross-entropy of matching logits.
+
+    Args:
+        logits: ``[N, 2]`` (class 1 = matched). With ``labels=None`` the layout must be
+            ALBEF's ``[B positives; B (image, neg text); B (neg image, text)]``, ``N = 3B``.
+        labels: ``long [N]`` in ``{0, 1}``, or ``None`` for the layout above.
+        valid: ``bool [N]`` pairs to score (e.g. :meth:`HardNegatives.pair_valid`);
+            no valid pair gives loss 0 (graph-connected, zero gradient).
+
+    Returns:
+        ``LossOutput``: fp32 mean CE over valid pairs; stats ``accuracy``, ``pos_acc``,
+        ``neg_acc``.
+    """
+    check_floating("logits", logits, shape=(None, 2))
+    n = logits.shape[0]
+    if labels is None:
+        if n % 3:
+            raise ValueError(f"logits must have 3B rows ([pos; neg; neg]) when labels is None, got {n}")
+        b = n // 3
+        labels = torch.cat(
+            [
+                torch.ones(b, dtype=torch.long, device=logits.device),
+                torch.zeros(2 * b, dtype=torch.long, device=logits.device),
+            ]
+        )
+    else:
+        check_tensor("labels", labels, shape=(n,), dtype=torch.long)
+    if valid is not None:
+        check_tensor("valid", valid, shape=(n,), dtype=torch.bool)
+    check_same_device(logits=logits, labels=labels, valid=valid)
+    ce = F.cross_entropy(logits.to(_acc_dtype(logits)), labels, reduction="none")
+    w = torch.ones(n, dtype=torch.bool, device=logits.device) if valid is None else valid
+    zero = ce.new_zeros(())
+    count = w.sum().float()
+    loss = torch.where(w, ce, zero).sum() / count.clamp(min=1.0)
+    with torch.no_grad():
+        hit = logits.argmax(-1) == labels
+        pos = w & (labels == 1)
+        neg = w & (labels == 0)
+        stats = {
+            "accuracy": _stat((hit & w).sum() / count.clamp(min=1.0)),
+            "pos_acc": _stat((hit & pos).sum() / pos.sum().clamp(min=1)),
+            "neg_acc": _stat((hit & neg).sum() / neg.sum().clamp(min=1)),
+        }
+    return LossOutput(loss, stats)
+
+
+class ImageTextMatchingLoss(nn.Module):
+    """Module form of :func:`image_text_matching_loss`."""
+
+    def forward(
+        self, logits: Tensor, labels: Tensor | None = None, *, valid: Tensor | None = None
+    ) -> LossOutput:
+        return image_text_matching_loss(logits, labels, valid=valid)

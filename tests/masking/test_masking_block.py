@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maskmm.masking import BlockPatchMasker, block_patch_masking, random_patch_masking
+
+
+def _masked_neighbour_fraction(mask: torch.Tensor, gh: int, gw: int) -> float:
+    """Mean over masked patches of (masked 4-neighbours / existing 4-neighbours), plain loops."""
+    m = mask.view(-1, gh, gw).tolist()
+    total, count = 0.0, 0
+    for grid in m:
+        for r in range(gh):
+            for c in range(gw):
+                if not grid[r][c]:
+                    continue
+                nb = [(r + dr, c + dc) for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+                nb = [(a, b) for a, b in nb if 0 <= a < gh and 0 <= b < gw]
+                total += sum(grid[a][b] for a, b in nb) / len(nb)
+                count += 1
+    return total / max(count, 1)
+
+
+def _expected(ratio: float, n: int) -> int:
+    return min(int(ratio * n + 0.5), n - 1)
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (1, 7), (3, 5), (7, 9), (14, 14)])
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.4, 0.75, 0.95])
+def test_exact_counts(grid: tuple[int, int], ratio: float) -> None:
+    n = grid[0] * grid[1]
+    pm = block_patch_masking(8, grid, ratio, generator=torch.Generator().manual_seed(n))
+    assert pm.mask.shape == (8, n)
+    assert pm.mask.sum(dim=1).tolist() == [_expected(ratio, n)] * 8
+    assert pm.ids_keep.shape == (8, n - _expected(ratio, n))
+    assert torch.equal(pm.mask.gather(1, pm.ids_keep), torch.zeros_like(pm.ids_keep, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ratio"),
+    [
+        ({"num_candidates": 1, "min_block_patches": 1, "max_block_patches": 1}, 0.5),  # top-up path
+        ({"num_candidates": 2, "min_block_patches": 2, "max_block_patches": 3}, 0.6),  # top-up path
+        ({"min_block_patches": 16, "max_block_patches": 60}, 0.3),  # trimming the last rectangle
+        ({"aspect_ratio": (1.0, 1.0)}, 0.45),
+        ({"num_candidates": 64}, 0.75),
+    ],
+)
+def test_exact_counts_all_paths(kwargs: dict, ratio: float) -> None:
+    gh, gw = 9, 11
+    pm = block_patch_masking(16, (gh, gw), ratio, generator=torch.Generator().manual_seed(3), **kwargs)
+    assert pm.mask.sum(dim=1).tolist() == [_expected(ratio, gh * gw)] * 16
+
+
+def test_blocks_are_contiguous() -> None:
+    gh, gw, ratio = 14, 14, 0.3
+    g = torch.Generator().manual_seed(5)
+    block = block_patch_masking(64, (gh, gw), ratio, generator=g)
+    rand = random_patch_masking(64, gh * gw, ratio, generator=g)
+    f_block = _masked_neighbour_fraction(block.mask, gh, gw)
+    f_rand = _masked_neighbour_fraction(rand.mask, gh, gw)
+    assert f_rand < 0.4  # about the ratio for independent positions
+    assert f_block > f_rand + 0.3
+
+
+def test_top_up_prefers_adjacent_patches() -> None:
+    gh, gw = 10, 10
+    pm = block_patch_masking(
+        64,
+        (gh, gw),
+        0.2,
+        num_candidates=1,
+        min_block_patches=1,
+        max_block_patches=1,
+        generator=torch.Generator().manual_seed(6),
+    )
+    # one seed patch, the rest grown from its neighbourhood: far more clustered than random
+    assert _masked_neighbour_fraction(pm.mask, gh, gw) > 0.35
+
+
+def test_every_position_reachable() -> None:
+    pm = block_patch_masking(2000, (5, 6), 0.3, generator=torch.Generator().manual_seed(8))
+    assert bool((pm.mask.sum(0) > 0).all())
+
+
+def test_determinism_and_seed_dependence() -> None:
+    a = block_patch_masking(4, (7, 8), 0.4, generator=torch.Generator().manual_seed(1))
+    b = block_patch_masking(4, (7, 8), 0.4, generator=torch.Generator().manual_seed(1))
+    c = block_patch_masking(4, (7, 8), 0.4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.ids_restore, b.ids_restore)
+    assert not torch.equal(a.mask, c.mask)
+
+
+def test_module_matches_function() -> None:
+    masker = BlockPatchMasker(0.4, min_block_patches=3, patch_size=8)
+    images = torch.randn(3, 3, 56, 64)
+    out = masker.mask_images(images, generator=torch.Generator().manual_seed(4))
+    ref = block_patch_masking(3, (7, 8), 0.4, min_block_patches=3, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(out.mask, ref.mask) and out.images is images
+
+
+def test_bad_inputs_name_the_argument() -> None:
+    with pytest.raises(ValueError, match="ratio"):
+        block_patch_masking(2, (4, 4), 1.0)
+    with pytest.raises(ValueError, match=r"grid\[0\]"):
+        block_patch_masking(2, (0, 4), 0.5)
+    with pytest.raises(TypeError, match="grid"):
+        block_patch_masking(2, 16, 0.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="aspect_ratio"):
+        block_patch_masking(2, (4, 4), 0.5, aspect_ratio=(2.0, 1.0))
+    with pytest.raises(ValueError, match="max_block_patches"):
+        block_patch_masking(2, (4, 4), 0.5, min_block_patches=5, max_block_patches=4)
+    with pytest.raises(ValueError, match="num_candidates"):
+        block_patch_masking(2, (4, 4), 0.5, num_candidates=0)
+    with pytest.raises(ValueError, match="generator"):
+        block_patch_masking(2, (4, 4), 0.5, device="meta", generator=torch.Generator())
