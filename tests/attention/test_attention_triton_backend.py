@@ -1,0 +1,118 @@
+"""The ``triton`` backend of masked_attention, run through the Triton interpreter on CPU (tiny shapes)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from maskmm.attention import AttentionMask, masked_attention, masked_attention_varlen
+
+_NAMES = ("flash_attention", "flash_attention_varlen", "attention_dropout_mask", "triton_unsupported_reasons")
+
+
+def _kernel_missing() -> str | None:
+    try:
+        import maskmm.kernels.attention as mod
+    except Exception as exc:
+        return f"maskmm.kernels.attention does not import: {exc}"
+    missing = [n for n in _NAMES if not hasattr(mod, n)]
+    return f"the Triton kernel does not provide {', '.join(missing)} yet" if missing else None
+
+
+_why = _kernel_missing()
+if _why is None and not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+    _why = "no CUDA device and TRITON_INTERPRET is not set"
+pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+
+
+def plain_attention(q, k, v, key_valid=None, query_valid=None, keep=None, p=0.0):
+    q, k, v = q.double(), k.double(), v.double()
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    allowed = torch.ones(s.shape, dtype=torch.bool)
+    if key_valid is not None:
+        allowed = allowed & key_valid[:, None, None, :]
+    if query_valid is not None:
+        allowed = allowed & query_valid[:, None, :, None]
+    m = torch.where(allowed, s, torch.full_like(s, -1e300)).amax(-1, keepdim=True)
+    e = torch.where(allowed, torch.exp(torch.where(allowed, s - m, torch.zeros_like(s))), torch.zeros_like(s))
+    probs = e / e.sum(-1, keepdim=True).clamp_min(1e-300)
+    if keep is not None:
+        probs = probs * keep / (1 - p)
+    return probs @ v
+
+
+def _case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 2, 5, 16, generator=g)
+    k = torch.randn(2, 2, 7, 16, generator=g)
+    v = torch.randn(2, 2, 7, 16, generator=g)
+    key_valid = torch.tensor([[1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    query_valid = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 1, 1, 1]], dtype=torch.bool)
+    return q, k, v, key_valid, query_valid
+
+
+@pytest.mark.parametrize("kind", ["boolean", "lengths"])
+def test_triton_matches_float64(kind):
+    q, k, v, kv, qv = _case()
+    if kind == "lengths":
+        mask = AttentionMask.from_key_lengths(torch.tensor([4, 0]), 7, qv)
+        kv = mask.key_valid
+    else:
+        mask = AttentionMask.from_key_valid(kv, qv)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = masked_attention(q, k, v, mask, backend="triton")
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = plain_attention(q64, k64, v64, kv, qv)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
+    up = torch.randn(out.shape, dtype=torch.float64)
+    got = torch.autograd.grad((out.double() * up).sum(), (q, k, v))
+    want = torch.autograd.grad((ref * up).sum(), (q64, k64, v64))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got[0][1, :, 1], torch.zeros_like(got[0][1, :, 1]))
+
+
+def test_triton_dropout_is_seeded_by_the_generator():
+    from maskmm.kernels.attention import attention_dropout_mask
+
+    q, k, v, kv, qv = _case()
+    mask = AttentionMask.from_key_valid(kv, qv)
+    p = 0.25
+    run = lambda s: masked_attention(
+        q, k, v, mask, dropout_p=p, backend="triton", generator=torch.Generator().manual_seed(s)
+    )
+    a, b, c = run(3), run(3), run(4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # replay: the seed is the first draw of randint(0, 2**31 - 1) from the generator
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(3)).item())
+    keep = attention_dropout_mask(seed, 2, 2, 5, 7, p, "cpu")
+    torch.testing.assert_close(
+        a.double(), plain_attention(q, k, v, kv, qv, keep=keep, p=p), atol=2e-5, rtol=2e-5
+    )
+
+
+def test_triton_varlen_native_equals_padded_sdpa():
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(6, 2, 16, generator=g)
+    k = torch.randn(7, 2, 16, generator=g)
+    v = torch.randn(7, 2, 16, generator=g)
+    cu_q = torch.tensor([0, 2, 6, 6], dtype=torch.int32)
+    cu_k = torch.tensor([0, 3, 3, 7], dtype=torch.int32)
+    out = masked_attention_varlen(q, k, v, cu_q, cu_k, 4, 4, backend="triton")
+    ref = masked_attention_varlen(q, k, v, cu_q, cu_k, 4, 4, backend="sdpa")
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
+    assert torch.equal(out[2:6], torch.zeros_like(out[2:6]))  # sequence 1 has no keys
+
+
+def test_triton_backend_compiles_without_graph_break():
+    q, k, v, kv, qv = _case()
+
+    def f(q, k, v, kv, qv):
+        return masked_attention(q, k, v, AttentionMask.from_key_valid(kv, qv), backend="triton")
+
+    torch._dynamo.reset()
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v, kv, qv)
+    torch.testing.assert_close(out, f(q, k, v, kv, qv))
