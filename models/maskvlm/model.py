@@ -1,0 +1,301 @@
+"""The MaskVLM pretraining objective over injected parts.
+
+One step (:meth:`MaskVLM.forward`) on a batch of image-caption pairs computes:
+
+1. **ITC** on the clean pair: in-batch symmetric InfoNCE of the projected CLS states (no momentum
+   encoder, no queue; keys gathered with gradient under DDP).
+2. **ITM** on the clean pair: one hard negative text per image and one hard negative image per
+   text drawn from the ITC similarities; 2-way head on the fused CLS.
+3. Two masked views from :class:`maskmm.masking.JointMasker` in ``"separate"`` mode:
+
+   - **MIM**, (masked image, clean text): pixel blocks of the *input image* are hidden and the ViT
+     encodes the whole corrupted image (no patch is dropped); a decoder of cross-attention blocks
+     attending to the clean caption's text states predicts the pixels of every patch; L1 on the
+     hidden pixels only.
+   - **MLM**, (clean image, masked text): the masked caption is encoded and fused with the clean
+     image states; masked tokens are predicted from the fused text states.
+
+All losses are unweighted by default and each one can be switched off in
+:class:`~maskmm.models.maskvlm.config.MaskVLMConfig`. Our choices are listed in that module.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from maskmm._checks import check_floating, check_generator, check_tensor
+from maskmm.losses import (
+    ImageTextContrastive,
+    LossOutput,
+    image_text_matching_loss,
+    masked_token_loss,
+    pixel_reconstruction_loss,
+    sample_hard_negatives,
+)
+from maskmm.masking import JointMasker
+from maskmm.nn import CrossAttentionFusion, MergedFusion
+from maskmm.targets import pixel_targets, unpatchify
+
+from .config import LOSS_NAMES, MaskVLMConfig
+
+__all__ = ["MaskVLM", "MaskVLMOutput", "hard_negative_itm"]
+
+
+class MaskVLMOutput(NamedTuple):
+    """Result of one :meth:`MaskVLM.forward`.
+
+    Attributes:
+        loss: fp32 scalar, the weighted sum of the enabled losses.
+        losses: loss name -> fp32 scalar (unweighted, attached to the graph).
+        stats: name -> detached fp32 scalar (accuracies, counts, temperature); no host sync.
+        image_mask: bool ``[B, N]`` patches fully hidden in the masked-image view (``None`` when
+            neither MIM nor MLM runs).
+        pixel_mask: bool ``[B, H, W]`` hidden pixels of the masked-image view (``None`` likewise).
+        text_mask: bool ``[B, L]`` tokens to predict in the masked-text view (``None`` likewise).
+        reconstruction: ``[B, C, H, W]`` decoder prediction, detached (``None`` without MIM).
+    """
+
+    loss: Tensor
+    losses: dict[str, Tensor]
+    stats: dict[str, Tensor]
+    image_mask: Tensor | None = None
+    pixel_mask: Tensor | None = None
+    text_mask: Tensor | None = None
+    reconstruction: Tensor | None = None
+
+
+def hard_negative_itm(
+    fusion: nn.Module,
+    head: nn.Module,
+    image_states: Tensor,
+    text_states: Tensor,
+    text_valid: Tensor,
+    sim_i2t: Tensor | None,
+    image_ids: Tensor | None,
+    generator: torch.Generator | None,
+) -> LossOutput:
+    """ALBEF image-text matching with one hard negative per image and per text.
+
+    Args:
+        fusion: fusion encoder ``(image, image_valid, text, text_valid) -> FusionOutput``.
+        head: 2-way head on the fused CLS (first text state).
+        image_states: ``[B, Li, Dv]``; text_states: ``[B, L, Dt]``; text_valid: bool ``[B, L]``.
+        sim_i2t: ``[B, B]`` scaled image-to-text similarities to draw negatives from (no gradient),
+            or ``None`` to draw uniformly among the valid negatives.
+        image_ids: long ``[B]``; pairs sharing an id are never negatives of each other.
+        generator: RNG of the draws.
+    Returns:
+        :class:`~maskmm.losses.LossOutput` of the ``[B pos; B (image, neg text); B (neg image, text)]``
+        batch; pairs without a valid negative are not scored.
+    """
+    b = image_states.shape[0]
+    with torch.no_grad():
+        if sim_i2t is None:
+            sim_i2t = torch.zeros(b, b, device=image_states.device)
+        negs = sample_hard_negatives(sim_i2t, sim_i2t.t(), image_ids, generator=generator, return_flags=True)
+    img_all = torch.cat([image_states, image_states, image_states[negs.image_idx]], dim=0)
+    txt_all = torch.cat([text_states, text_states[negs.text_idx], text_states], dim=0)
+    valid_all = torch.cat([text_valid, text_valid[negs.text_idx], text_valid], dim=0)
+    fused = fusion(img_all, None, txt_all, valid_all)
+    return image_text_matching_loss(head(fused.text[:, 0]), valid=negs.pair_valid())
+
+
+_REQUIRED = {
+    "itc": ("vision_proj", "text_proj", "itc_loss"),
+    "itm": ("fusion", "itm_head"),
+    "mlm": ("fusion", "mlm_head"),
+    "mim": ("pixel_decoder",),
+}
+
+
+class MaskVLM(nn.Module):
+    """MaskVLM objective (see the module docstring).
+
+    Args:
+        vision: ViT (``maskmm.nn.VisionTransformer`` interface).
+        text: text encoder (``maskmm.nn.TextEncoder`` interface).
+        masker: :class:`~maskmm.masking.JointMasker` in ``"separate"`` mode whose image masker
+            hides pixel blocks (e.g. ``PixelBlockMasker(0.6, block_size=32)``).
+        config: which losses run, their weights and the pixel-loss options.
+        fusion: fusion encoder (merged or cross); needed by ITM and MLM.
+        vision_proj, text_proj: ITC projection heads; itc_loss: ``ImageTextContrastive``.
+        itm_head: 2-way matching head.
+        mlm_head: masked-token head.
+        pixel_decoder: ``PredictionDecoder(Dv, p*p*C, cross_attend=True, context_dim=Dt)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        vision: nn.Module,
+        text: nn.Module,
+        masker: JointMasker,
+        config: MaskVLMConfig,
+        fusion: MergedFusion | CrossAttentionFusion | None = None,
+        vision_proj: nn.Module | None = None,
+        text_proj: nn.Module | None = None,
+        itc_loss: ImageTextContrastive | None = None,
+        itm_head: nn.Module | None = None,
+        mlm_head: nn.Module | None = None,
+        pixel_decoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(config, MaskVLMConfig):
+            raise TypeError(f"config must be a MaskVLMConfig, got {type(config).__name__}")
+        if not isinstance(masker, JointMasker) or masker.mode != "separate":
+            raise ValueError(f"masker must be a JointMasker with mode='separate', got {masker!r}")
+        patch = vision.config.patch_size
+        if masker.image_masker.patch_size != patch:
+            raise ValueError(
+                f"masker.image_masker.patch_size ({masker.image_masker.patch_size}) must equal the ViT "
+                f"patch size ({patch})"
+            )
+        self.config = config.validate()
+        if getattr(vision, "mask_token", None) is not None:  # pixels are hidden, patches never replaced
+            vision.mask_token.requires_grad_(False)
+        self.vision = vision
+        self.text = text
+        self.masker = masker
+        self.fusion = fusion
+        self.vision_proj = vision_proj
+        self.text_proj = text_proj
+        self.itc_loss = itc_loss
+        self.itm_head = itm_head
+        self.mlm_head = mlm_head
+        self.pixel_decoder = pixel_decoder
+        for loss, parts in _REQUIRED.items():
+            for part in parts:
+                if self.on(loss) and getattr(self, part) is None:
+                    raise ValueError(f"loss {loss!r} is enabled but the part {part!r} is None")
+        if pixel_decoder is not None:
+            want = patch * patch * vision.config.in_chans
+            if getattr(pixel_decoder, "out_dim", want) != want:
+                raise ValueError(f"pixel_decoder.out_dim must be patch*patch*channels = {want}")
+
+    def on(self, name: str) -> bool:
+        """Whether loss ``name`` runs."""
+        return name in self.config.losses
+
+    # ------------------------------------------------------------------ encoders (also for eval)
+
+    def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Image states ``[B, 1 + N, Dv]`` and ITC features ``[B, E]`` (``None`` without ITC heads)."""
+        states = self.vision(images).last_hidden
+        return states, (self.vision_proj(states[:, 0]) if self.vision_proj is not None else None)
+
+    def encode_text(self, input_ids: Tensor, valid: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Text states ``[B, L, Dt]`` and ITC features ``[B, E]`` (``None`` without ITC heads)."""
+        states = self.text(input_ids, valid).last_hidden
+        return states, (self.text_proj(states[:, 0]) if self.text_proj is not None else None)
+
+    def itm_logits(self, image_states: Tensor, text_states: Tensor, text_valid: Tensor) -> Tensor:
+        """``[B, 2]`` matching logits (index 1 = match) of paired rows."""
+        if self.fusion is None or self.itm_head is None:
+            raise ValueError("this model was built without a fusion encoder or an ITM head")
+        return self.itm_head(self.fusion(image_states, None, text_states, text_valid).text[:, 0])
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        images: Tensor,
+        input_ids: Tensor,
+        text_valid: Tensor,
+        image_ids: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> MaskVLMOutput:
+        """One pretraining step's losses.
+
+        Args:
+            images: float ``[B, C, H, W]`` (``H``, ``W`` multiples of the patch size).
+            input_ids: long ``[B, L]`` token ids (CLS first).
+            text_valid: bool ``[B, L]``, ``True`` = real token.
+            image_ids: long ``[B]``: pairs sharing an id are ITC positives and never ITM negatives.
+            generator: RNG of the masks and the hard-negative draws.
+        """
+        check_floating("images", images, ndim=4)
+        b = images.shape[0]
+        check_tensor("input_ids", input_ids, shape=(b, None), dtype=torch.long, device=images.device)
+        check_tensor(
+            "text_valid", text_valid, shape=tuple(input_ids.shape), dtype=torch.bool, device=images.device
+        )
+        if image_ids is not None:
+            check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long, device=images.device)
+        check_generator("generator", generator, images.device)
+        if self.on("itm") and b < 2:
+            raise ValueError(
+                f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}"
+            )
+
+        losses: dict[str, Tensor] = {}
+        stats: dict[str, Tensor] = {}
+        need_img = self.on("itc") or self.on("itm") or self.on("mlm")
+        need_txt = self.on("itc") or self.on("itm") or self.on("mim")
+        img = self.vision(images).last_hidden if need_img else None  # clean image [B, 1+N, Dv]
+        txt = self.text(input_ids, text_valid).last_hidden if need_txt else None  # clean text [B, L, Dt]
+
+        sim_i2t = None
+        if self.on("itc"):
+            img_feat = self.vision_proj(img[:, 0])
+            txt_feat = self.text_proj(txt[:, 0])
+            out = self.itc_loss(img_feat, txt_feat, image_ids=image_ids)
+            losses["itc"] = out.loss
+            stats.update({f"itc/{k}": v for k, v in out.stats.items()})
+            with torch.no_grad():
+                sim_i2t = (
+                    img_feat.detach().float() @ txt_feat.detach().float().t() / self.itc_loss.temp.float()
+                )
+        if self.on("itm"):
+            out = hard_negative_itm(
+                self.fusion, self.itm_head, img, txt, text_valid, sim_i2t, image_ids, generator
+            )
+            losses["itm"] = out.loss
+            stats.update({f"itm/{k}": v for k, v in out.stats.items()})
+
+        image_mask = pixel_mask = text_mask = recon = None
+        if self.on("mim") or self.on("mlm"):
+            image_view, text_view = self.masker(images, input_ids, text_valid, generator=generator).views
+            image_mask, pixel_mask = image_view.image.mask, image_view.image.pixel_mask
+            if pixel_mask is None:
+                raise ValueError(
+                    "masker.image_masker must hide pixels (return pixel_mask), e.g. PixelBlockMasker"
+                )
+            text_mask = text_view.text.mask
+            stats["mask/pixel_ratio"] = pixel_mask.float().mean()
+            stats["mask/text_masked"] = text_mask.float().sum(1).mean()
+
+            if self.on("mim"):
+                # The ViT sees the whole corrupted image: no patch is dropped or replaced.
+                states = self.vision(image_view.image.images).last_hidden[:, 1:]
+                pred = self.pixel_decoder(states, context=txt, context_valid=text_valid)
+                p = self.vision.config.patch_size
+                grid = (images.shape[-2] // p, images.shape[-1] // p)
+                recon_full = unpatchify(pred, p, grid)
+                if self.config.normalize_target:
+                    target = unpatchify(pixel_targets(images, p, normalize=True), p, grid)
+                else:
+                    target = images.detach()
+                out = pixel_reconstruction_loss(
+                    recon_full, target, pixel_mask, kind=self.config.pixel_loss, layout="pixel"
+                )
+                losses["mim"] = out.loss
+                stats.update({f"mim/{k}": v for k, v in out.stats.items()})
+                recon = recon_full.detach()
+
+            if self.on("mlm"):
+                tm = text_view.text
+                masked_txt = self.text(tm.input_ids, text_valid).last_hidden
+                fused = self.fusion(img, None, masked_txt, text_valid)
+                out = masked_token_loss(fused.text, tm.labels, self.mlm_head)
+                losses["mlm"] = out.loss
+                stats.update({f"mlm/{k}": v for k, v in out.stats.items()})
+
+        losses = {k: losses[k] for k in LOSS_NAMES if k in losses}
+        total = sum(self.config.weight(k) * v.float() for k, v in losses.items())
+        for k, v in losses.items():
+            stats[f"loss_{k}"] = v.detach().float()
+        return MaskVLMOutput(total, losses, stats, image_mask, pixel_mask, text_mask, recon)
