@@ -15,6 +15,7 @@ from .builders import (
     build_text_encoder,
     build_vision_encoder,
 )
+from .coattention import CoAttentionFusion
 from .config import FusionConfig, PresetConfigs, TextConfig, VisionConfig, preset
 from .decoder import PredictionDecoder
 from .fusion import CrossAttentionFusion, MergedFusion
@@ -27,6 +28,7 @@ from .text import TextEmbeddings, TextEncoder
 from .vit import VisionTransformer
 
 __all__ = [
+    "CoAttentionFusion",
     "CrossAttentionFusion",
     "DropPath",
     "EncoderOutput",

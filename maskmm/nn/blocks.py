@@ -11,12 +11,21 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import MultiHeadAttention
-from .layers import DropPath, Mlp
+from .layers import DropPath, Mlp, drop_path_rates
 
 if TYPE_CHECKING:
     from maskmm.attention import AttentionMask
 
-__all__ = ["PostNormBlock", "PreNormBlock", "run_blocks", "set_attention_backend"]
+    from .config import FusionConfig, TextConfig
+
+__all__ = [
+    "PostNormBlock",
+    "PreNormBlock",
+    "call_block",
+    "post_norm_stack",
+    "run_blocks",
+    "set_attention_backend",
+]
 
 
 class PreNormBlock(nn.Module):
@@ -125,6 +134,57 @@ class PostNormBlock(nn.Module):
         return self.norm2(x + self.drop_path(self.mlp(x)))
 
 
+def post_norm_stack(config: TextConfig | FusionConfig, *, context_dim: int | None = None) -> nn.ModuleList:
+    """``config.depth`` :class:`PostNormBlock` s built from a text or fusion config, with
+    stochastic-depth rates rising linearly to ``config.drop_path``; with ``context_dim`` each
+    block also cross-attends to a context of that width."""
+    return nn.ModuleList(
+        PostNormBlock(
+            config.dim,
+            config.num_heads,
+            intermediate_size=config.intermediate_size,
+            dropout=config.dropout,
+            attn_dropout=config.attn_dropout,
+            drop_path=rate,
+            eps=config.layer_norm_eps,
+            context_dim=context_dim,
+            backend=config.attn_backend,
+        )
+        for rate in drop_path_rates(config.drop_path, config.depth)
+    )
+
+
+def call_block(
+    block: nn.Module,
+    x: Tensor,
+    mask: AttentionMask | None,
+    context: Tensor | None = None,
+    context_mask: AttentionMask | None = None,
+    *,
+    checkpointing: bool = False,
+) -> Tensor:
+    """``block(x, mask, context, context_mask)``; with ``checkpointing`` (and grad enabled) its
+    activations are recomputed in the backward pass instead of kept.
+
+    A checkpointed block gets copies of the masks with empty caches: the backend objects an
+    :class:`~maskmm.attention.AttentionMask` builds lazily are then created inside the
+    recomputed region, so nothing outside it is mutated (``torch.compile`` traces checkpointed
+    regions only when they have no such side effect)."""
+    if checkpointing and torch.is_grad_enabled():
+
+        def run(x: Tensor, context: Tensor | None) -> Tensor:
+            return block(x, _uncached(mask), context, _uncached(context_mask))
+
+        return checkpoint(run, x, context, use_reentrant=False)
+    return block(x, mask, context, context_mask)
+
+
+def _uncached(mask: AttentionMask | None) -> AttentionMask | None:
+    if mask is None:
+        return None
+    return type(mask)(mask.key_valid, mask.query_valid, key_lengths=mask.key_lengths)
+
+
 def run_blocks(
     blocks: Sequence[nn.Module],
     x: Tensor,
@@ -140,12 +200,8 @@ def run_blocks(
     (and grad enabled) each block is recomputed in the backward pass."""
     wanted = set(return_layers)
     kept: dict[int, Tensor] = {}
-    use_ckpt = checkpointing and torch.is_grad_enabled()
     for i, block in enumerate(blocks):
-        if use_ckpt:
-            x = checkpoint(block, x, mask, context, context_mask, use_reentrant=False)
-        else:
-            x = block(x, mask, context, context_mask)
+        x = call_block(block, x, mask, context, context_mask, checkpointing=checkpointing)
         if i in wanted:
             kept[i] = x
     return x, tuple(kept[i] for i in return_layers)

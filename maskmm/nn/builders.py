@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .coattention import CoAttentionFusion
 from .config import FusionConfig, PresetConfigs, TextConfig, VisionConfig, preset
 from .fusion import CrossAttentionFusion, MergedFusion
 from .heads import MaskedTokenHead
@@ -27,11 +28,16 @@ def build_text_encoder(config: TextConfig) -> TextEncoder:
     return TextEncoder(config)
 
 
-def build_fusion_encoder(config: FusionConfig) -> MergedFusion | CrossAttentionFusion:
-    """``MergedFusion`` for ``config.kind == "merged"``, ``CrossAttentionFusion`` for ``"cross"``."""
+FusionEncoder = MergedFusion | CrossAttentionFusion | CoAttentionFusion
+_FUSIONS = {"merged": MergedFusion, "cross": CrossAttentionFusion, "coattention": CoAttentionFusion}
+
+
+def build_fusion_encoder(config: FusionConfig) -> FusionEncoder:
+    """``MergedFusion`` for ``config.kind == "merged"``, ``CrossAttentionFusion`` for ``"cross"``,
+    ``CoAttentionFusion`` for ``"coattention"``."""
     if not isinstance(config, FusionConfig):
         raise TypeError(f"config must be a FusionConfig, got {type(config).__name__}")
-    return MergedFusion(config) if config.kind == "merged" else CrossAttentionFusion(config)
+    return _FUSIONS[config.kind](config)
 
 
 def build_mlm_head(text_encoder: TextEncoder, *, tie: bool = True) -> MaskedTokenHead:
@@ -47,7 +53,7 @@ def build_mlm_head(text_encoder: TextEncoder, *, tie: bool = True) -> MaskedToke
 
 def build_encoders(
     configs: PresetConfigs | str, **overrides: object
-) -> tuple[VisionTransformer, TextEncoder, MergedFusion | CrossAttentionFusion]:
+) -> tuple[VisionTransformer, TextEncoder, FusionEncoder]:
     """Vision, text and fusion encoders from a :class:`PresetConfigs` or a preset name
     (``overrides`` as in :func:`~maskmm.nn.config.preset`)."""
     if isinstance(configs, str):

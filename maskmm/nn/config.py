@@ -21,6 +21,7 @@ from typing import Literal, NamedTuple
 __all__ = ["FusionConfig", "PresetConfigs", "TextConfig", "VisionConfig", "preset"]
 
 ATTN_BACKENDS = ("auto", "triton", "flex", "sdpa", "xformers", "reference")
+FUSION_KINDS = ("merged", "cross", "coattention")
 
 
 def _positive(cls: str, **values: int | float) -> None:
@@ -138,13 +139,15 @@ class FusionConfig:
 
     ``kind="merged"``: single stream over ``[image; text]`` (states at both modalities).
     ``kind="cross"``: ALBEF-style text self-attention + cross-attention to image tokens.
+    ``kind="coattention"``: two streams (text and image), each with self-attention and
+    cross-attention to the other (states at both modalities).
     ``image_dim`` is the width of the incoming image tokens (``None`` = ``dim``); the
-    merged fusion projects them to ``dim``, the cross fusion reads them as keys/values.
-    ``modality_embedding`` (merged only) adds a learned, zero-initialised vector per
-    modality to the incoming tokens.
+    merged and co-attention fusions project them to ``dim``, the cross fusion reads them as
+    keys/values. ``modality_embedding`` (merged only) adds a learned, zero-initialised
+    vector per modality to the incoming tokens.
     """
 
-    kind: Literal["merged", "cross"] = "merged"
+    kind: Literal["merged", "cross", "coattention"] = "merged"
     dim: int = 768
     depth: int = 6
     num_heads: int = 12
@@ -159,8 +162,8 @@ class FusionConfig:
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in ("merged", "cross"):
-            raise ValueError(f"FusionConfig.kind must be 'merged' or 'cross', got {self.kind!r}")
+        if self.kind not in FUSION_KINDS:
+            raise ValueError(f"FusionConfig.kind must be one of {FUSION_KINDS}, got {self.kind!r}")
         _positive("FusionConfig", dim=self.dim, depth=self.depth, num_heads=self.num_heads)
         _positive(
             "FusionConfig", intermediate_size=self.intermediate_size, layer_norm_eps=self.layer_norm_eps

@@ -1,11 +1,14 @@
-"""Multimodal fusion encoders: single-stream merged attention and ALBEF-style cross-attention.
+"""Multimodal fusion encoders: single-stream merged attention and ALBEF-style cross-attention
+(two-stream co-attention lives in :mod:`maskmm.nn.coattention`).
 
-Both share one call signature and return :class:`~maskmm.nn.outputs.FusionOutput`.
+All share one call signature ``fusion(image, image_valid, text, text_valid, *, return_layers=())``
+and return :class:`~maskmm.nn.outputs.FusionOutput`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -13,10 +16,10 @@ from torch import Tensor, nn
 from maskmm._checks import check_floating, check_same_device, check_tensor
 from maskmm.attention import AttentionMask
 
-from .blocks import PostNormBlock, run_blocks, set_attention_backend
+from .blocks import post_norm_stack, run_blocks, set_attention_backend
 from .config import FusionConfig
 from .init import init_transformer_weights
-from .layers import drop_path_rates, resolve_layers
+from .layers import resolve_layers
 from .outputs import FusionLayerState, FusionOutput
 
 __all__ = ["CrossAttentionFusion", "MergedFusion"]
@@ -34,24 +37,15 @@ def _check_fusion_inputs(
     check_same_device(text=text, text_valid=text_valid, image=image, image_valid=image_valid)
 
 
-def _post_norm_layers(config: FusionConfig, context_dim: int | None) -> nn.ModuleList:
-    return nn.ModuleList(
-        PostNormBlock(
-            config.dim,
-            config.num_heads,
-            intermediate_size=config.intermediate_size,
-            dropout=config.dropout,
-            attn_dropout=config.attn_dropout,
-            drop_path=rate,
-            eps=config.layer_norm_eps,
-            context_dim=context_dim,
-            backend=config.attn_backend,
-        )
-        for rate in drop_path_rates(config.drop_path, config.depth)
-    )
-
-
 class _FusionBase(nn.Module):
+    """Shared parts: config check, input validation, backend switch, optional image projection.
+
+    ``image_states`` tells whether ``FusionOutput.image`` holds states (``False`` only for the
+    cross-attention fusion, which updates text tokens alone).
+    """
+
+    image_states: ClassVar[bool] = True
+
     def __init__(self, config: FusionConfig) -> None:
         super().__init__()
         if not isinstance(config, FusionConfig):
@@ -65,24 +59,18 @@ class _FusionBase(nn.Module):
 
     @property
     def depth(self) -> int:
-        return len(self.layers)
+        return self.config.depth
 
     def set_attention_backend(self, backend: str) -> None:
         set_attention_backend(self, backend)
 
+    def _make_image_proj(self) -> nn.Linear | None:
+        c = self.config
+        return nn.Linear(c.context_dim, c.dim) if c.context_dim != c.dim else None
 
-class CrossAttentionFusion(_FusionBase):
-    """ALBEF fusion: each layer is a BERT post-norm layer with text self-attention, then
-    cross-attention from the text (queries) to the image tokens (keys/values), then the MLP.
-    Only text states are updated (``FusionOutput.image`` is ``None``).
-
-    ``layers[i]`` has ``attn``, ``norm1``, ``cross_attn``, ``norm_cross``, ``mlp``, ``norm2``.
-    """
-
-    def __init__(self, config: FusionConfig) -> None:
-        super().__init__(config)
-        self.layers = _post_norm_layers(config, config.context_dim)
-        self.apply(init_transformer_weights)
+    @property
+    def _checkpointing(self) -> bool:
+        return self.grad_checkpointing and self.training
 
     def forward(
         self,
@@ -93,11 +81,59 @@ class CrossAttentionFusion(_FusionBase):
         *,
         return_layers: Sequence[int] = (),
     ) -> FusionOutput:
-        """``image [B, Li, image_dim]``, ``image_valid bool [B, Li]`` or ``None`` (all valid),
-        ``text [B, Lt, D]``, ``text_valid bool [B, Lt]``. Returns text states ``[B, Lt, D]``.
-        Text queries whose image row has no valid key get a zero cross-attention output."""
+        """Fuse image and text tokens.
+
+        Args:
+            image: ``[B, Li, image_dim]`` image tokens (``image_dim = config.context_dim``).
+            image_valid: ``bool [B, Li]`` key validity of the image tokens, ``None`` = all valid.
+            text: ``[B, Lt, dim]`` text tokens.
+            text_valid: ``bool [B, Lt]`` key validity of the text tokens (padding False).
+            return_layers: layer indices (negative from the end) whose states to return.
+        Returns:
+            :class:`FusionOutput`: text states ``[B, Lt, dim]``, image states ``[B, Li, dim]``
+            (``None`` where ``image_states`` is False) and the states of ``return_layers``.
+            Invalid keys are never attended; a query with no valid key to attend gets a zero
+            attention output. Empty inputs (``B``, ``Li`` or ``Lt`` zero) are allowed.
+        """
         _check_fusion_inputs(image, image_valid, text, text_valid, self.config.context_dim, self.dim)
         layers = resolve_layers("return_layers", return_layers, self.depth)
+        return self._fuse(image, image_valid, text, text_valid, layers)
+
+    def _fuse(
+        self,
+        image: Tensor,
+        image_valid: Tensor | None,
+        text: Tensor,
+        text_valid: Tensor,
+        layers: tuple[int, ...],
+    ) -> FusionOutput:
+        raise NotImplementedError
+
+
+class CrossAttentionFusion(_FusionBase):
+    """ALBEF fusion: each layer is a BERT post-norm layer with text self-attention, then
+    cross-attention from the text (queries) to the image tokens (keys/values), then the MLP.
+    Only text states are updated (``FusionOutput.image`` is ``None``). Text queries with no
+    valid image key get a zero cross-attention output.
+
+    ``layers[i]`` has ``attn``, ``norm1``, ``cross_attn``, ``norm_cross``, ``mlp``, ``norm2``.
+    """
+
+    image_states = False
+
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__(config)
+        self.layers = post_norm_stack(config, context_dim=config.context_dim)
+        self.apply(init_transformer_weights)
+
+    def _fuse(
+        self,
+        image: Tensor,
+        image_valid: Tensor | None,
+        text: Tensor,
+        text_valid: Tensor,
+        layers: tuple[int, ...],
+    ) -> FusionOutput:
         text_mask = AttentionMask.from_key_valid(text_valid)
         image_mask = None if image_valid is None else AttentionMask.from_key_valid(image_valid)
         x, hidden = run_blocks(
@@ -107,7 +143,7 @@ class CrossAttentionFusion(_FusionBase):
             context=image,
             context_mask=image_mask,
             return_layers=layers,
-            checkpointing=self.grad_checkpointing and self.training,
+            checkpointing=self._checkpointing,
         )
         return FusionOutput(x, None, tuple(FusionLayerState(h, None) for h in hidden))
 
@@ -123,27 +159,19 @@ class MergedFusion(_FusionBase):
 
     def __init__(self, config: FusionConfig) -> None:
         super().__init__(config)
-        self.image_proj = (
-            nn.Linear(config.context_dim, config.dim) if config.context_dim != config.dim else None
-        )
+        self.image_proj = self._make_image_proj()
         self.modality_embed = nn.Parameter(torch.zeros(2, config.dim)) if config.modality_embedding else None
-        self.layers = _post_norm_layers(config, None)
+        self.layers = post_norm_stack(config)
         self.apply(init_transformer_weights)
 
-    def forward(
+    def _fuse(
         self,
         image: Tensor,
         image_valid: Tensor | None,
         text: Tensor,
         text_valid: Tensor,
-        *,
-        return_layers: Sequence[int] = (),
+        layers: tuple[int, ...],
     ) -> FusionOutput:
-        """``image [B, Li, image_dim]``, ``image_valid bool [B, Li]`` or ``None`` (all valid),
-        ``text [B, Lt, D]``, ``text_valid bool [B, Lt]``. Returns text ``[B, Lt, D]`` and image
-        ``[B, Li, D]`` states; invalid keys are never attended."""
-        _check_fusion_inputs(image, image_valid, text, text_valid, self.config.context_dim, self.dim)
-        layers = resolve_layers("return_layers", return_layers, self.depth)
         b, li = image.shape[:2]
         if self.image_proj is not None:
             image = self.image_proj(image)
@@ -159,7 +187,7 @@ class MergedFusion(_FusionBase):
             x,
             mask,
             return_layers=layers,
-            checkpointing=self.grad_checkpointing and self.training,
+            checkpointing=self._checkpointing,
         )
         states = tuple(FusionLayerState(h[:, li:], h[:, :li]) for h in hidden)
         return FusionOutput(x[:, li:], x[:, :li], states)

@@ -5,9 +5,18 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskmm._checks import check_floating
+
 from .init import init_transformer_weights
 
 __all__ = ["MaskedTokenHead", "MatchingHead", "ProjectionHead", "RegressionHead"]
+
+
+def _check_features(x: Tensor, dim: int) -> None:
+    """``x`` must be a floating tensor ``[..., dim]``."""
+    check_floating("x", x)
+    if x.dim() == 0 or x.shape[-1] != dim:
+        raise ValueError(f"x must have shape [..., {dim}], got {list(x.shape)}")
 
 
 class ProjectionHead(nn.Module):
@@ -24,6 +33,7 @@ class ProjectionHead(nn.Module):
         self.apply(init_transformer_weights)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_features(x, self.proj.in_features)
         y = self.proj(x)
         if not self.normalize:
             return y
@@ -40,6 +50,7 @@ class MatchingHead(nn.Module):
         self.apply(init_transformer_weights)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_features(x, self.classifier.in_features)
         return self.classifier(x)
 
 
@@ -79,6 +90,7 @@ class MaskedTokenHead(nn.Module):
 
     def transform(self, x: Tensor) -> Tensor:
         """``[..., dim] -> [..., dim]``: the part before the vocabulary projection."""
+        _check_features(x, self.dense.in_features)
         return self.norm(self.act(self.dense(x)))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -99,6 +111,7 @@ class RegressionHead(nn.Module):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
+        self.in_dim = in_dim
         self.norm = nn.LayerNorm(in_dim, eps=eps) if norm else nn.Identity()
         if hidden_dim is None:
             self.net = nn.Linear(in_dim, out_dim)
@@ -107,4 +120,5 @@ class RegressionHead(nn.Module):
         self.apply(init_transformer_weights)
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_features(x, self.in_dim)
         return self.net(self.norm(x))

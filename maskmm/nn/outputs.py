@@ -36,7 +36,8 @@ class FusionOutput(NamedTuple):
     """Output of a fusion encoder.
 
     - ``text``: ``[B, Lt, D]`` final text states.
-    - ``image``: ``[B, Li, D]`` final image states, ``None`` for cross-attention fusion.
+    - ``image``: ``[B, Li, D]`` final image states (merged and co-attention fusion), ``None``
+      for cross-attention fusion, which updates text tokens only.
     - ``hidden_states``: one :class:`FusionLayerState` per layer named in ``return_layers``.
     """
 

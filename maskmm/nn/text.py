@@ -10,10 +10,10 @@ from torch import Tensor, nn
 from maskmm._checks import check_same_device, check_tensor
 from maskmm.attention import AttentionMask
 
-from .blocks import PostNormBlock, run_blocks, set_attention_backend
+from .blocks import post_norm_stack, run_blocks, set_attention_backend
 from .config import TextConfig
 from .init import init_transformer_weights
-from .layers import drop_path_rates, resolve_layers
+from .layers import resolve_layers
 from .outputs import EncoderOutput
 
 __all__ = ["TextEmbeddings", "TextEncoder", "check_text_inputs"]
@@ -73,19 +73,7 @@ class TextEncoder(nn.Module):
             raise TypeError(f"config must be a TextConfig, got {type(config).__name__}")
         self.config = config
         self.embeddings = TextEmbeddings(config)
-        self.layers = nn.ModuleList(
-            PostNormBlock(
-                config.dim,
-                config.num_heads,
-                intermediate_size=config.intermediate_size,
-                dropout=config.dropout,
-                attn_dropout=config.attn_dropout,
-                drop_path=rate,
-                eps=config.layer_norm_eps,
-                backend=config.attn_backend,
-            )
-            for rate in drop_path_rates(config.drop_path, config.depth)
-        )
+        self.layers = post_norm_stack(config)
         self.grad_checkpointing = config.grad_checkpointing
         self.reset_parameters()
 
@@ -121,7 +109,10 @@ class TextEncoder(nn.Module):
 
         Returns :class:`EncoderOutput` with ``last_hidden [B, L, D]``, the block outputs named in
         ``return_layers`` and ``valid`` passed through. A row without any valid token gives
-        attention outputs of zero (defined, not an error).
+        attention outputs of zero (defined, not an error); ``B = 0`` or ``L = 0`` give empty
+        outputs. Shapes, dtypes and devices are checked; id *values* are not (that would need a
+        host sync): ids outside ``[0, vocab_size)`` / ``[0, type_vocab_size)`` raise an indexing
+        error on the CPU and a device-side assert on CUDA.
         """
         check_text_inputs(input_ids, valid, token_type_ids, self.config.max_position)
         layers = resolve_layers("return_layers", return_layers, self.depth)

@@ -137,6 +137,13 @@ class VisionTransformer(nn.Module):
             return_layers: block indices (negative from the end) whose outputs to return.
         Returns:
             :class:`EncoderOutput` with ``valid=None`` (every token is real).
+
+        The masking's shapes, dtypes and device are checked; its index *values* are not (that
+        would need a host sync): ``ids_keep`` / ``ids_restore`` must hold patch indices in
+        ``[0, N)`` as the maskers in :mod:`maskmm.masking` produce. Out-of-range indices raise
+        an indexing error on the CPU and a device-side assert on CUDA. Keeping no patch
+        (``N_keep = 0``) is allowed: the output is the CLS token alone. Empty batches give
+        empty outputs.
         """
         grid = self.patch_embed.grid_size(images)
         layers = resolve_layers("return_layers", return_layers, self.depth)
@@ -181,6 +188,8 @@ class VisionTransformer(nn.Module):
         Returns:
             ``[B, 1 + N, D]``: CLS, then all ``N`` patches in raster order; kept positions hold
             ``x`` unchanged.
+
+        Index values of ``masking`` are not range-checked (see :meth:`forward`).
         """
         if self.mask_token is None:
             raise ValueError(

@@ -146,3 +146,18 @@ def cross_fusion(model, image, image_valid, txt, text_valid):
         x = post_norm_block(blk, x, text_valid, image, image_valid)
         outs.append(x)
     return x, outs
+
+
+def co_fusion(model, image, image_valid, txt, text_valid):
+    """Two streams updated in parallel; returns (text, image, [(text, image) per layer])."""
+    if model.image_proj is not None:
+        image = F.linear(image, model.image_proj.weight, model.image_proj.bias)
+    t, v = txt, image
+    outs = []
+    for tb, ib in zip(model.text_layers, model.image_layers):
+        t, v = (
+            post_norm_block(tb, t, text_valid, v, image_valid),
+            post_norm_block(ib, v, image_valid, t, text_valid),
+        )
+        outs.append((t, v))
+    return t, v, outs

@@ -7,6 +7,7 @@ import torch
 
 from maskmm.masking import random_patch_masking
 from maskmm.nn import (
+    CoAttentionFusion,
     CrossAttentionFusion,
     FusionConfig,
     MergedFusion,
@@ -43,6 +44,8 @@ def test_tiny_models_build_and_run_end_to_end() -> None:
     assert isinstance(
         build_fusion_encoder(FusionConfig(kind="cross", dim=32, num_heads=4)), CrossAttentionFusion
     )
+    co = build_encoders("tiny", kind="coattention", depth=1)[2]
+    assert isinstance(co, CoAttentionFusion) and co.depth == len(co.text_layers) == len(co.image_layers) == 1
     g = torch.Generator().manual_seed(0)
     images = torch.randn(2, 3, 32, 32, generator=g)  # half the configured size keeps the test fast
     m = random_patch_masking(2, 16, 0.75, generator=g)

@@ -1,4 +1,5 @@
-"""Merged and cross-attention fusion: float64 reference, padding invariance, backends, errors."""
+"""Merged, cross-attention and co-attention fusion: float64 reference, padding invariance,
+empty inputs, backends, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import nn_reference as ref
 import pytest
 import torch
 
-from maskmm.nn import CrossAttentionFusion, FusionConfig, FusionOutput, MergedFusion, build_fusion_encoder
+from maskmm.nn import (
+    CoAttentionFusion,
+    CrossAttentionFusion,
+    FusionConfig,
+    FusionOutput,
+    MergedFusion,
+    build_fusion_encoder,
+)
+
+KINDS = ["merged", "cross", "coattention"]
 
 D = 20
 
@@ -63,7 +73,48 @@ def test_cross_matches_reference_values_and_grads() -> None:
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
 
 
-@pytest.mark.parametrize("kind", ["merged", "cross"])
+@pytest.mark.parametrize("image_dim", [D, 12])
+def test_co_attention_matches_reference_values_and_grads(image_dim: int) -> None:
+    model = CoAttentionFusion(_cfg("coattention", depth=3, image_dim=image_dim)).double()
+    assert (model.image_proj is None) == (image_dim == D)
+    image, image_valid, text, text_valid = _inputs(image_dim=image_dim)
+    image.requires_grad_(True)
+    text.requires_grad_(True)
+    out = model(image, image_valid, text, text_valid, return_layers=[-1, 0])
+    want_t, want_i, layers = ref.co_fusion(model, image, image_valid, text, text_valid)
+    assert out.text.shape == (3, 5, D) and out.image.shape == (3, 7, D)
+    torch.testing.assert_close(out.text, want_t, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(out.image, want_i, atol=1e-10, rtol=1e-10)
+    for state, (lt, li) in zip(out.hidden_states, (layers[2], layers[0])):
+        torch.testing.assert_close(state.text, lt)
+        torch.testing.assert_close(state.image, li)
+    params = [
+        image,
+        text,
+        model.text_layers[0].cross_attn.kv.weight,
+        model.image_layers[1].cross_attn.q.weight,
+        model.image_layers[2].attn.qkv.weight,
+    ]
+    loss_g = out.text[text_valid].sin().sum() + out.image[image_valid].square().sum()
+    loss_w = want_t[text_valid].sin().sum() + want_i[image_valid].square().sum()
+    for a, b in zip(torch.autograd.grad(loss_g, params), torch.autograd.grad(loss_w, params)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_co_attention_streams_see_each_other_in_parallel() -> None:
+    model = CoAttentionFusion(_cfg("coattention", depth=1)).double()
+    image, image_valid, text, text_valid = _inputs()
+    out = model(image, image_valid, text, text_valid)
+    # layer 0 of each stream reads the other stream's *input*, not its updated states
+    blk_t, blk_i = model.text_layers[0], model.image_layers[0]
+    torch.testing.assert_close(out.text, ref.post_norm_block(blk_t, text, text_valid, image, image_valid))
+    torch.testing.assert_close(out.image, ref.post_norm_block(blk_i, image, image_valid, text, text_valid))
+    # changing the text changes the image states (and vice versa)
+    other = model(image, image_valid, text + 1.0, text_valid)
+    assert not torch.allclose(other.image, out.image)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_padding_never_changes_valid_states(kind: str) -> None:
     model = build_fusion_encoder(_cfg(kind)).eval()
     image, image_valid, text, text_valid = _inputs(dtype=torch.float32)
@@ -77,27 +128,13 @@ def test_padding_never_changes_valid_states(kind: str) -> None:
     image2[:, :7][~image_valid] = -100.0
     padded = model(image2, iv2, text2, tv2)
     torch.testing.assert_close(padded.text[:, :5][text_valid], base.text[text_valid], atol=1e-5, rtol=1e-5)
-    if kind == "merged":
+    if kind != "cross":
         torch.testing.assert_close(
             padded.image[:, :7][image_valid], base.image[image_valid], atol=1e-5, rtol=1e-5
         )
     all_valid = torch.ones(3, 7, dtype=torch.bool)
     torch.testing.assert_close(
         model(image, None, text, text_valid).text, model(image, all_valid, text, text_valid).text
-    )
-
-
-@pytest.mark.parametrize("kind", ["merged", "cross"])
-def test_backends_agree_and_compile_fullgraph(kind: str) -> None:
-    model = build_fusion_encoder(_cfg(kind)).eval()
-    image, image_valid, text, text_valid = _inputs(dtype=torch.float32)
-    model.set_attention_backend("reference")
-    want = model(image, image_valid, text, text_valid).text
-    model.set_attention_backend("sdpa")
-    torch.testing.assert_close(model(image, image_valid, text, text_valid).text, want, atol=1e-5, rtol=1e-5)
-    compiled = torch.compile(model, backend="eager", fullgraph=True)
-    torch.testing.assert_close(
-        compiled(image, image_valid, text, text_valid).text, want, atol=1e-5, rtol=1e-5
     )
 
 
@@ -113,18 +150,37 @@ def test_bad_inputs_name_the_argument() -> None:
     with pytest.raises(ValueError, match="image must have shape"):
         model(image[:2], image_valid, text, text_valid)
     with pytest.raises(ValueError, match=r"FusionConfig.kind"):
-        FusionConfig(kind="coattn")
+        FusionConfig(kind="two-stream")
+    with pytest.raises(TypeError, match="config must be a FusionConfig"):
+        CoAttentionFusion(_cfg("merged").__dict__)
+    co = CoAttentionFusion(_cfg("coattention"))
+    with pytest.raises(ValueError, match="image_valid must have shape"):
+        co(image, image_valid[:, :-1], text, text_valid)
+    with pytest.raises(TypeError, match="text_valid"):
+        co(image, image_valid, text, text_valid.long())
+    with pytest.raises(ValueError, match="return_layers"):
+        co(image, image_valid, text, text_valid, return_layers=[2])
 
 
-def test_triton_backend_under_interpreter_with_padding() -> None:
-    from maskmm.attention import available_backends
-
-    if "triton" not in available_backends(torch.device("cpu")):
-        pytest.skip("the triton attention backend is not available on this machine")
-    model = build_fusion_encoder(_cfg("merged", depth=1, attn_backend="triton")).eval()
-    image, image_valid, text, text_valid = _inputs(b=2, li=3, lt=4, dtype=torch.float32)
-    got = model(image, image_valid, text, text_valid)
-    model.set_attention_backend("reference")
-    want = model(image, image_valid, text, text_valid)
-    torch.testing.assert_close(got.text, want.text, atol=2e-5, rtol=2e-5)
-    torch.testing.assert_close(got.image, want.image, atol=2e-5, rtol=2e-5)
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_inputs_are_defined(kind: str) -> None:
+    """No image token: cross-attention contributes zero; no text token or no sample: empty
+    outputs of the right shape."""
+    model = build_fusion_encoder(_cfg(kind)).double().eval()
+    assert model.image_states == (kind != "cross")
+    image, _, text, text_valid = _inputs()
+    no_image = model(image[:, :0], None, text, text_valid)
+    assert no_image.text.shape == (3, 5, D) and torch.isfinite(no_image.text).all()
+    if kind != "merged":  # same as one image token that may not be attended
+        masked = model(image[:, :1], torch.zeros(3, 1, dtype=torch.bool), text, text_valid)
+        torch.testing.assert_close(no_image.text, masked.text)
+    else:
+        torch.testing.assert_close(
+            no_image.text, ref.merged_fusion(model, image[:, :0], None, text, text_valid)[0]
+        )
+    no_text = model(image, None, text[:, :0], text_valid[:, :0])
+    assert no_text.text.shape == (3, 0, D)
+    if model.image_states:
+        assert no_text.image.shape == (3, 7, D) and torch.isfinite(no_text.image).all()
+    empty = model(image[:0], None, text[:0], text_valid[:0], return_layers=[0])
+    assert empty.text.shape == (0, 5, D) and empty.hidden_states[0].text.shape == (0, 5, D)

@@ -90,6 +90,27 @@ def test_decoder_with_cross_attention_matches_reference() -> None:
     torch.testing.assert_close(dec(x, valid, context=ctx2, context_valid=ctx_valid)[valid], got[valid])
 
 
+def test_decoder_empty_inputs_are_defined() -> None:
+    dec = PredictionDecoder(10, 6, dim=12, depth=1, num_heads=3, cross_attend=True, context_dim=9).double()
+    x = torch.randn(2, 4, 10, dtype=torch.float64)
+    assert dec(x[:, :0], context=torch.randn(2, 3, 9, dtype=torch.float64)).shape == (2, 0, 6)
+    assert dec(x[:0], context=torch.randn(0, 3, 9, dtype=torch.float64)).shape == (0, 4, 6)
+    # no context token: the cross-attention adds nothing (same as a context nobody may attend)
+    got = dec(x, context=torch.randn(2, 0, 9, dtype=torch.float64))
+    ctx = torch.randn(2, 1, 9, dtype=torch.float64)
+    torch.testing.assert_close(got, dec(x, context=ctx, context_valid=torch.zeros(2, 1, dtype=torch.bool)))
+    assert PredictionDecoder(10, 6).double()(x[:, :0]).shape == (2, 0, 6)
+
+
+def test_heads_name_the_argument_on_bad_input() -> None:
+    x = torch.randn(4, 9)
+    for head in (ProjectionHead(8, 3), MatchingHead(8), MaskedTokenHead(8, 11), RegressionHead(8, 2)):
+        with pytest.raises(ValueError, match=r"x must have shape \[\.\.\., 8\], got \[4, 9\]"):
+            head(x)
+        with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+            head(torch.ones(4, 8, dtype=torch.long))
+
+
 def test_decoder_errors() -> None:
     with pytest.raises(ValueError, match="cross_attend needs depth > 0"):
         PredictionDecoder(8, 8, cross_attend=True)

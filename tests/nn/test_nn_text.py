@@ -80,6 +80,19 @@ def test_backends_agree_and_row_without_valid_token_is_finite() -> None:
     torch.testing.assert_close(compiled(ids, valid).last_hidden, want, atol=1e-5, rtol=1e-5)
 
 
+def test_empty_batch_and_empty_text_are_defined() -> None:
+    model = _model()
+    ids, valid, types = _batch([4, 2], 4)
+    out = model(ids[:0], valid[:0], token_type_ids=types[:0], return_layers=[0])
+    assert out.last_hidden.shape == (0, 4, 20) and out.hidden_states[0].shape == (0, 4, 20)
+    none = model(ids[:, :0], valid[:, :0])
+    assert none.last_hidden.shape == (2, 0, 20)
+    # one valid token attends only to itself
+    one = model(ids[:, :3], torch.tensor([[True, False, False], [True, False, False]]))
+    want, _ = ref.text(model, ids[:, :1], torch.ones(2, 1, dtype=torch.bool))
+    torch.testing.assert_close(one.last_hidden[:, :1], want, atol=1e-10, rtol=1e-10)
+
+
 def test_checkpointing_gives_same_grads() -> None:
     model = _model(torch.float32).train()
     ids, valid, _ = _batch([5, 4], 5)

@@ -1,5 +1,6 @@
 """ViT image encoder: values and gradients against a float64 reference, masking modes,
-resolution changes, backends, checkpointing, autocast, torch.compile and input errors."""
+resolution changes, empty inputs, checkpointing with dropout, autocast and input errors
+(backends, checkpointing and torch.compile of every encoder: test_nn_backends.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import nn_reference as ref
 import pytest
 import torch
 
-from maskmm.attention import available_backends
-from maskmm.masking import random_patch_masking
+from maskmm.masking import PatchMasking, random_patch_masking
 from maskmm.nn import VisionConfig, VisionTransformer
 
 CFG = VisionConfig(image_size=(24, 40), patch_size=8, dim=24, depth=3, num_heads=3, mlp_ratio=2.0)  # 3x5 grid
@@ -93,6 +93,25 @@ def test_insert_mask_tokens_restores_raster_order(ratio: float) -> None:
     assert (model.mask_token.grad.abs().sum() > 0) == bool(m.mask.any())
 
 
+def test_nothing_kept_and_empty_batch_are_defined() -> None:
+    model = _model()
+    images = torch.randn(2, 3, 24, 40, dtype=torch.float64)
+    all_masked = PatchMasking(
+        torch.ones(2, 15, dtype=torch.bool),
+        torch.zeros(2, 0, dtype=torch.long),
+        torch.arange(15).expand(2, 15).contiguous(),
+    )
+    x = model(images, masking=all_masked).last_hidden  # the CLS token alone
+    want, _ = ref.vit(model, images, keep=all_masked.ids_keep)
+    torch.testing.assert_close(x, want, atol=1e-10, rtol=1e-10)
+    assert x.shape == (2, 1, 24)
+    full = model.insert_mask_tokens(x, all_masked)
+    torch.testing.assert_close(full[:, 1:], (model.mask_token + model.pos_embed[:, 1:]).expand(2, -1, -1))
+    empty = model(images[:0], masking=_masking(0, 15, 0.5), return_layers=[0])
+    assert empty.last_hidden.shape == (0, 1 + 7, 24) and empty.hidden_states[0].shape == (0, 8, 24)
+    assert model(images[:0], masking=_masking(0, 15, 0.5), mask_mode="token").last_hidden.shape == (0, 16, 24)
+
+
 def test_other_resolution_uses_bicubic_resampled_positions() -> None:
     model = _model()
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)  # 4x4 grid instead of 3x5
@@ -102,29 +121,6 @@ def test_other_resolution_uses_bicubic_resampled_positions() -> None:
     m = _masking(2, 16, 0.5)
     full = model.insert_mask_tokens(model(images, masking=m).last_hidden, m, grid_size=(4, 4))
     assert full.shape == (2, 17, 24)
-
-
-def test_backends_agree_and_compile_has_no_graph_break() -> None:
-    model = _model(torch.float32).eval()
-    images = torch.randn(2, 3, 24, 40)
-    m = _masking(2, 15, 0.5)
-    model.set_attention_backend("reference")
-    want = model(images, masking=m).last_hidden
-    model.set_attention_backend("sdpa")
-    torch.testing.assert_close(model(images, masking=m).last_hidden, want, atol=2e-5, rtol=2e-5)
-    compiled = torch.compile(model, backend="eager", fullgraph=True)
-    torch.testing.assert_close(compiled(images, masking=m).last_hidden, want, atol=2e-5, rtol=2e-5)
-
-
-def test_triton_backend_under_interpreter() -> None:
-    if "triton" not in available_backends(torch.device("cpu")):
-        pytest.skip("the triton attention backend is not available on this machine")
-    cfg = VisionConfig(image_size=16, patch_size=8, dim=16, depth=1, num_heads=2, attn_backend="triton")
-    model = VisionTransformer(cfg).eval()
-    images = torch.randn(2, 3, 16, 16)
-    got = model(images).last_hidden
-    model.set_attention_backend("reference")
-    torch.testing.assert_close(got, model(images).last_hidden, atol=2e-5, rtol=2e-5)
 
 
 def test_checkpointing_dropout_and_drop_path_are_deterministic_under_seed() -> None:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from maskmm.nn import (
+    CoAttentionFusion,
     CrossAttentionFusion,
     FusionConfig,
     MaskedTokenHead,
@@ -18,6 +19,7 @@ from maskmm.nn import (
     TextEncoder,
     VisionConfig,
     VisionTransformer,
+    build_encoders,
 )
 from maskmm.nn.weights import import_bert, import_vit, load_state_dict
 
@@ -131,12 +133,30 @@ def test_hf_bert_cross_fusion_matches_after_import() -> None:
     torch.testing.assert_close(got[valid], h[valid], atol=1e-5, rtol=1e-5)
 
 
-def test_bert_without_cross_attention_initialises_it_from_self_attention() -> None:
+def test_bert_without_cross_attention_keeps_fresh_cross_attention_as_albef() -> None:
     hf = transformers.BertModel(_bert_config(4)).eval()
     _randomise(hf)
     sd = {"bert." + k: v for k, v in hf.state_dict().items()}  # BertForMaskedLM-style prefix
     enc, fusion = TextEncoder(_text_cfg(2)), CrossAttentionFusion(_fusion_cfg("cross"))
+    fresh = {k: v.clone() for k, v in fusion.state_dict().items() if ".cross_attn." in k or "norm_cross" in k}
     report = import_bert(sd, text_encoder=enc, fusion=fusion)
+    # ALBEF: cross-attention is new on top of BERT, keeps its initialisation and is reported
+    assert sorted(report.missing_keys) == sorted("fusion." + k for k in fresh)
+    assert all(k.startswith("bert.pooler.") for k in report.unexpected_keys)
+    for k, v in fresh.items():
+        torch.testing.assert_close(fusion.state_dict()[k], v, rtol=0, atol=0)
+    for j in range(2):
+        src = hf.encoder.layer[2 + j]
+        torch.testing.assert_close(fusion.layers[j].attn.qkv.weight[H : 2 * H], src.attention.self.key.weight)
+        torch.testing.assert_close(fusion.layers[j].mlp.fc2.bias, src.output.dense.bias)
+
+
+def test_bert_cross_attention_from_self_attention_on_request() -> None:
+    hf = transformers.BertModel(_bert_config(4)).eval()
+    _randomise(hf)
+    sd = {"bert." + k: v for k, v in hf.state_dict().items()}
+    enc, fusion = TextEncoder(_text_cfg(2)), CrossAttentionFusion(_fusion_cfg("cross"))
+    report = import_bert(sd, text_encoder=enc, fusion=fusion, cross_from_self=True)
     assert report.missing_keys == []
     for j in range(2):
         src = hf.encoder.layer[2 + j].attention
@@ -148,10 +168,45 @@ def test_bert_without_cross_attention_initialises_it_from_self_attention() -> No
         torch.testing.assert_close(blk.attn.qkv.weight[:H], src.self.query.weight)
     # image width differing from the text width: key/value cannot be copied and are reported
     wide = CrossAttentionFusion(_fusion_cfg("cross", image_dim=16))
-    report = import_bert(sd, fusion=wide)
+    report = import_bert(sd, fusion=wide, cross_from_self=True)
     assert sorted(report.missing_keys) == sorted(
         f"fusion.layers.{j}.cross_attn.kv.{p}" for j in (0, 1) for p in ("weight", "bias")
     )
+
+
+def test_bert_into_co_attention_text_stream() -> None:
+    hf = transformers.BertModel(_bert_config(4, is_decoder=True, add_cross_attention=True)).eval()
+    _randomise(hf)
+    fusion = CoAttentionFusion(_fusion_cfg("coattention", image_dim=16))
+    report = import_bert(hf.state_dict(), fusion=fusion, fusion_start=2)
+    assert report.missing_keys and all(
+        k.startswith(("fusion.image_layers.", "fusion.image_proj.")) for k in report.missing_keys
+    )
+    assert {k for k in report.missing_keys if k.startswith("fusion.image_layers.")} == {
+        "fusion." + k for k in fusion.state_dict() if k.startswith("image_layers.")
+    }
+    for j in range(2):
+        src, blk = hf.encoder.layer[2 + j], fusion.text_layers[j]
+        torch.testing.assert_close(blk.attn.qkv.weight[2 * H :], src.attention.self.value.weight)
+        torch.testing.assert_close(blk.cross_attn.kv.weight[:H], src.crossattention.self.key.weight)
+        torch.testing.assert_close(blk.norm_cross.bias, src.crossattention.output.LayerNorm.bias)
+        torch.testing.assert_close(blk.norm2.weight, src.output.LayerNorm.weight)
+    # one layer: the text stream is exactly the HF cross-attention layer over the image tokens
+    one = CoAttentionFusion(_fusion_cfg("coattention", depth=1)).eval()
+    import_bert(hf.state_dict(), fusion=one, fusion_start=3)
+    _, valid, _ = _text_batch()
+    text, image = torch.randn(3, 13, H), torch.randn(3, 6, H)
+    image_valid = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0], [0, 1, 0, 1, 0, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        h = hf.encoder.layer[3](
+            text,
+            _additive(valid),
+            encoder_hidden_states=image,
+            encoder_attention_mask=_additive(image_valid),
+        )
+        h = h[0] if isinstance(h, tuple) else h
+    got = one(image, image_valid, text, valid).text
+    torch.testing.assert_close(got[valid], h[valid], atol=1e-5, rtol=1e-5)
 
 
 def test_merged_fusion_matches_hf_layers_over_concatenated_tokens() -> None:
@@ -350,3 +405,26 @@ def test_import_errors_name_the_key() -> None:
         import_bert({"foo": torch.zeros(1)}, text_encoder=TextEncoder(_text_cfg(1)))
     with pytest.raises(ValueError, match="layout='timm'"):
         import_vit(hf.state_dict(), VisionTransformer(_vit_cfg()), layout="timm")
+
+
+@pytest.mark.parametrize("kind", ["merged", "cross"])
+def test_base_preset_is_vit_b16_and_bert_base_split_6_plus_6(kind: str) -> None:
+    """Built on the meta device (no memory, no download): every weight of the default-config
+    Hugging Face ViT-B/16 and bert-base has a place of the same shape in the base preset."""
+    with torch.device("meta"):
+        vision, text, fusion = build_encoders("base", kind=kind)
+        hf_vit = transformers.ViTModel(transformers.ViTConfig(), add_pooling_layer=False)
+        hf_bert = transformers.BertModel(transformers.BertConfig())
+    assert (vision.config.image_size, vision.config.patch_size, vision.depth) == (224, 16, 12)
+    assert (text.depth, fusion.depth) == (6, 6)
+    report = import_vit(hf_vit.state_dict(), vision)
+    assert report.missing_keys == ["mask_token"] and report.unexpected_keys == []
+    report = import_bert(hf_bert.state_dict(), text_encoder=text, fusion=fusion)
+    assert all(k.startswith("pooler.") for k in report.unexpected_keys)
+    assert not any(k.startswith("text_encoder.") for k in report.missing_keys)
+    fresh = {"fusion.modality_embed"} if kind == "merged" else set()
+    fresh |= {k for k in report.missing_keys if ".cross_attn." in k or ".norm_cross." in k}
+    assert set(report.missing_keys) == fresh
+    n_hf = sum(p.numel() for n, p in hf_bert.named_parameters() if not n.startswith("pooler."))
+    n_ours = sum(p.numel() for m in (text, fusion) for n, p in m.named_parameters() if "cross" not in n)
+    assert n_ours == n_hf + (2 * 768 if kind == "merged" else 0)

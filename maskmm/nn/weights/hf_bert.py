@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..coattention import CoAttentionFusion
 from ..fusion import CrossAttentionFusion, MergedFusion
 from ..heads import MaskedTokenHead
 from ..text import TextEncoder
@@ -97,7 +98,7 @@ def _map_layer(r: _Reader, src: str, dst: str, out: dict[str, Tensor], *, cross:
         r.put(out, f"{dst}norm2.{p}", f"{src}output.LayerNorm.{p}")
     if cross is None:
         return
-    # cross = "crossattention" when the checkpoint has it, else "attention" (ALBEF initialisation)
+    # cross = "crossattention" when the checkpoint has it, else "attention" (copy of self-attention)
     for p in ("weight", "bias"):
         r.put(out, f"{dst}cross_attn.q.{p}", f"{src}{cross}.self.query.{p}")
         r.put_cat(out, f"{dst}cross_attn.kv.{p}", [f"{src}{cross}.self.{n}.{p}" for n in ("key", "value")])
@@ -109,11 +110,11 @@ def import_bert(
     source: str | Path | Mapping[str, Tensor],
     *,
     text_encoder: TextEncoder | None = None,
-    fusion: CrossAttentionFusion | MergedFusion | None = None,
+    fusion: CrossAttentionFusion | MergedFusion | CoAttentionFusion | None = None,
     mlm_head: MaskedTokenHead | None = None,
     fusion_start: int | None = None,
     prefix: str | None = None,
-    cross_from_self: bool = True,
+    cross_from_self: bool = False,
 ) -> LoadReport:
     """Load BERT weights into any of ``text_encoder``, ``fusion`` and ``mlm_head``.
 
@@ -121,17 +122,23 @@ def import_bert(
     - ``fusion`` takes source layers ``fusion_start .. fusion_start + depth - 1``;
       ``fusion_start`` defaults to ``text_encoder.depth`` when a text encoder is given, else to
       the last ``fusion.depth`` layers of the source (ALBEF: text 0-5, fusion 6-11).
-      For :class:`CrossAttentionFusion`, cross-attention weights come from the checkpoint's
-      ``crossattention`` entries when present; otherwise (``cross_from_self``) they are copied
-      from the same layer's self-attention (query/key/value/output and its LayerNorm), as
-      ALBEF initialises them. Key/value copies need ``image_dim == dim``; else they are
-      reported missing. :class:`MergedFusion` maps layers onto its self-attention blocks.
+      :class:`MergedFusion` maps the layers onto its self-attention blocks.
+      :class:`CrossAttentionFusion` (and the text stream ``text_layers`` of
+      :class:`CoAttentionFusion`) takes self-attention and MLP from them; cross-attention
+      weights come from the checkpoint's ``crossattention`` entries when present. Otherwise
+      they keep the module's fresh initialisation, as ALBEF does (its cross-attention layers
+      are new, randomly initialised, on top of ``bert-base``), and are listed in
+      ``missing_keys``. With ``cross_from_self=True`` they are copied instead from the same
+      layer's self-attention (query/key/value/output and its LayerNorm); key/value copies
+      need ``image_dim == dim`` (else they stay missing). The image stream of a
+      :class:`CoAttentionFusion` has no BERT counterpart and is always reported missing.
     - ``mlm_head`` takes ``cls.predictions.*``; a head tied to ``text_encoder``'s embeddings
       does not load ``decoder.weight`` separately.
 
     Args:
         source: a state dict, or a local file/folder (see :func:`~maskmm.nn.weights.load_state_dict`).
         prefix: key prefix of the BERT model (auto-detected: ``""``, ``"bert."``, ...).
+        cross_from_self: initialise absent cross-attention from self-attention (see above).
     Returns:
         :class:`LoadReport`: ``missing_keys`` prefixed ``text_encoder.`` / ``fusion.`` /
         ``mlm_head.``; ``unexpected_keys`` = source keys no target used (e.g. the pooler).
@@ -160,28 +167,32 @@ def import_bert(
         report.extend(apply_weights(text_encoder, out), "text_encoder.")
 
     if fusion is not None:
-        if not isinstance(fusion, CrossAttentionFusion | MergedFusion):
+        if not isinstance(fusion, CrossAttentionFusion | MergedFusion | CoAttentionFusion):
             raise TypeError(
-                f"fusion must be a CrossAttentionFusion or MergedFusion, got {type(fusion).__name__}"
+                "fusion must be a CrossAttentionFusion, MergedFusion or CoAttentionFusion, "
+                f"got {type(fusion).__name__}"
             )
         if fusion_start is None:
             fusion_start = text_encoder.depth if text_encoder is not None else max(n_src - fusion.depth, 0)
         if isinstance(fusion_start, bool) or not isinstance(fusion_start, int) or fusion_start < 0:
             raise ValueError(f"fusion_start must be a non-negative int, got {fusion_start!r}")
         out = {}
-        is_cross = isinstance(fusion, CrossAttentionFusion)
+        has_cross = not isinstance(fusion, MergedFusion)
+        dst_layers = "text_layers." if isinstance(fusion, CoAttentionFusion) else "layers."
+        # the text stream of a co-attention fusion attends to projected image tokens of width dim
+        kv_width = fusion.config.context_dim if isinstance(fusion, CrossAttentionFusion) else fusion.dim
         for j in range(fusion.depth):
-            src = f"{layer}{fusion_start + j}."
+            src, dst = f"{layer}{fusion_start + j}.", f"{dst_layers}{j}."
             cross = None
-            if is_cross:
+            if has_cross:
                 if r.has(f"{src}crossattention.self.query.weight"):
                     cross = "crossattention"
                 elif cross_from_self:
                     cross = "attention"
-            _map_layer(r, src, f"layers.{j}.", out, cross=cross)
-            if cross == "attention" and fusion.config.context_dim != fusion.dim:
-                out.pop(f"layers.{j}.cross_attn.kv.weight", None)
-                out.pop(f"layers.{j}.cross_attn.kv.bias", None)
+            _map_layer(r, src, dst, out, cross=cross)
+            if cross == "attention" and kv_width != fusion.dim:
+                out.pop(f"{dst}cross_attn.kv.weight", None)
+                out.pop(f"{dst}cross_attn.kv.bias", None)
         report.extend(apply_weights(fusion, out), "fusion.")
 
     if mlm_head is not None:
