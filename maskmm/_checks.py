@@ -7,16 +7,22 @@ was expected. These helpers keep those messages uniform.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
 __all__ = [
-    "check_tensor",
-    "check_ratio",
-    "check_same_device",
+    "check_bool",
+    "check_choice",
     "check_floating",
     "check_generator",
+    "check_int",
+    "check_positive_float",
+    "check_ratio",
+    "check_same_device",
+    "check_same_dtype",
+    "check_tensor",
 ]
 
 
@@ -86,6 +92,39 @@ def check_ratio(name: str, value: object, *, allow_one: bool = False) -> float:
     return v
 
 
+def check_int(name: str, value: object, *, minimum: int = 0) -> int:
+    """Validate an ``int`` (not ``bool``) ``>= minimum`` and return it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_positive_float(name: str, value: object) -> float:
+    """Validate a finite number ``> 0`` (not ``bool``) and return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
+    v = float(value)
+    if not (v > 0.0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a positive finite float, got {value}")
+    return v
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Validate a ``bool`` flag and return it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """Validate that ``value`` is one of the strings ``choices`` and return it."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
         return False
@@ -101,8 +140,23 @@ def check_same_device(**tensors: torch.Tensor | None) -> torch.device | None:
         if first_dev is None:
             first_name, first_dev = name, t.device
         elif not _same_device(t.device, first_dev):
-            raise ValueError(f"{name} is on {t.device} but {first_name} is on {first_dev}; they must share a device")
+            raise ValueError(
+                f"{name} is on {t.device} but {first_name} is on {first_dev}; they must share a device"
+            )
     return first_dev
+
+
+def check_same_dtype(**tensors: torch.Tensor | None) -> torch.dtype | None:
+    """Require all given (non-``None``) tensors to share one dtype; return it."""
+    first_name, first_dtype = None, None
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if first_dtype is None:
+            first_name, first_dtype = name, t.dtype
+        elif t.dtype != first_dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but {first_name} has {first_dtype}; they must match")
+    return first_dtype
 
 
 def check_generator(name: str, generator: torch.Generator | None, device: torch.device) -> None:

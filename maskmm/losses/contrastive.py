@@ -7,7 +7,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_same_device, check_tensor
+from maskmm._checks import (
+    check_bool,
+    check_floating,
+    check_int,
+    check_positive_float,
+    check_ratio,
+    check_same_device,
+    check_same_dtype,
+    check_tensor,
+)
 from maskmm.distributed import all_gather_no_grad, all_gather_with_grad, world_info
 from maskmm.losses.queue import FeatureQueue
 from maskmm.losses.types import LossOutput, _acc_dtype, _stat
@@ -28,20 +37,21 @@ def contrastive_targets(
 ) -> Tensor:
     """Hard targets ``fp32 [num_queries, num_keys]``; each row sums to 1.
 
-    Without ids, query ``i``'s only positive is key ``offset + i`` (its own pair in the
-    gathered batch). With ids, every valid key sharing the query's id is a positive and
-    the row is normalised (ids must be ``>= 0``; ``-1`` marks "no id" and never matches).
+    Query ``i``'s own pair, key ``offset + i`` of the gathered batch, is always a positive.
+    Without ids it is the only one. With ids, every valid key sharing the query's id is a
+    positive too and the row is normalised (ids are ``>= 0``; a key id ``-1`` marks "no id"
+    and never matches, so a query with id ``-1`` keeps its own pair only).
     """
+    rows = torch.arange(num_queries, device=device)
+    own = torch.zeros(num_queries, num_keys, device=device, dtype=torch.bool)
+    own[rows, rows + offset] = True
     if query_ids is None:
-        rows = torch.arange(num_queries, device=device)
-        t = torch.zeros(num_queries, num_keys, device=device, dtype=dtype)
-        t[rows, rows + offset] = 1.0
-        return t
+        return own.to(dtype)
     pos = (query_ids.unsqueeze(1) == key_ids.unsqueeze(0)) & (key_ids >= 0).unsqueeze(0)
     if key_valid is not None:
         pos = pos & key_valid.unsqueeze(0)
-    pos = pos.to(dtype)
-    return pos / pos.sum(1, keepdim=True).clamp(min=1.0)
+    pos = (pos | own).to(dtype)
+    return pos / pos.sum(1, keepdim=True)
 
 
 def _soft_ce(sim: Tensor, targets: Tensor, key_valid: Tensor | None) -> Tensor:
@@ -93,11 +103,12 @@ def image_text_contrastive_loss(
     gives the gradient of the single-process loss on the concatenated batch.
 
     Args:
-        image_feat, text_feat: ``[b, E]`` online features, expected L2-normalised.
+        image_feat, text_feat: ``[b, E]`` online features of one dtype, expected L2-normalised.
         temperature: positive scalar (float or 0-dim/1-element tensor, may require grad).
             Used as given (the module clamps its learnable temperature).
-        image_ids: ``long [b]`` non-negative pair ids (same id = same image).
-        image_feat_m, text_feat_m: ``[b, E]`` momentum features (both or neither).
+        image_ids: ``long [b]`` non-negative pair ids (same id = same image); the own pair is
+            always a positive.
+        image_feat_m, text_feat_m: ``[b, E]`` momentum features of one dtype (both or neither).
         alpha: soft-target weight in ``[0, 1]``; ``> 0`` needs momentum features.
         image_queue, text_queue: ``[Q, E]`` queued features (both or neither).
         id_queue: ``long [Q]`` ids of the queue entries (``-1`` = none); needed with
@@ -113,13 +124,15 @@ def image_text_contrastive_loss(
     check_floating("image_feat", image_feat, ndim=2)
     b, e = image_feat.shape
     check_floating("text_feat", text_feat, shape=(b, e))
+    check_same_dtype(image_feat=image_feat, text_feat=text_feat)
     if (image_feat_m is None) != (text_feat_m is None):
         raise ValueError("image_feat_m and text_feat_m must be given together (or both None)")
     if image_feat_m is not None:
         check_floating("image_feat_m", image_feat_m, shape=(b, e))
         check_floating("text_feat_m", text_feat_m, shape=(b, e))
-    if not (0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        check_same_dtype(image_feat_m=image_feat_m, text_feat_m=text_feat_m)
+    alpha = check_ratio("alpha", alpha, allow_one=True)
+    check_bool("gather", gather)
     if alpha > 0.0 and image_feat_m is None:
         raise ValueError(f"alpha={alpha} > 0 needs momentum features image_feat_m and text_feat_m")
     if image_ids is not None:
@@ -143,7 +156,7 @@ def image_text_contrastive_loss(
             raise ValueError(f"temperature must be a scalar tensor, got shape {list(temperature.shape)}")
         temp = temperature.reshape(())
     elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0:
-        temp = torch.tensor(float(temperature), device=image_feat.device)
+        temp = image_feat.new_full((), float(temperature), dtype=_acc_dtype(image_feat))  # no H2D copy
     else:
         raise ValueError(f"temperature must be a positive float or a scalar tensor, got {temperature!r}")
     check_same_device(
@@ -152,7 +165,9 @@ def image_text_contrastive_loss(
         temperature=temp,
         image_ids=image_ids,
         image_feat_m=image_feat_m,
+        text_feat_m=text_feat_m,
         image_queue=image_queue,
+        text_queue=text_queue,
         id_queue=id_queue,
         queue_valid=queue_valid,
     )
@@ -259,18 +274,22 @@ class ImageTextContrastive(nn.Module):
         gather: bool = True,
     ) -> None:
         super().__init__()
-        lo, hi = temperature_bounds
-        if not (0.0 < lo <= hi):
+        self.embed_dim = check_int("embed_dim", embed_dim, minimum=1)
+        check_int("queue_size", queue_size)
+        if not isinstance(temperature_bounds, (tuple, list)) or len(temperature_bounds) != 2:
+            raise TypeError(f"temperature_bounds must be a pair (low, high), got {temperature_bounds!r}")
+        lo = check_positive_float("temperature_bounds[0]", temperature_bounds[0])
+        hi = check_positive_float("temperature_bounds[1]", temperature_bounds[1])
+        if lo > hi:
             raise ValueError(f"temperature_bounds must satisfy 0 < low <= high, got {temperature_bounds}")
+        temperature = check_positive_float("temperature", temperature)
         if not (lo <= temperature <= hi):
             raise ValueError(f"temperature must lie in {temperature_bounds}, got {temperature}")
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
-            raise ValueError(f"queue_size must be an int >= 0, got {queue_size!r}")
-        self.embed_dim = embed_dim
-        self.temperature_bounds = (float(lo), float(hi))
-        self.normalize = normalize
-        self.gather = gather
-        t = torch.tensor(float(temperature))
+        check_bool("learnable_temperature", learnable_temperature)
+        self.temperature_bounds = (lo, hi)
+        self.normalize = check_bool("normalize", normalize)
+        self.gather = check_bool("gather", gather)
+        t = torch.tensor(temperature)
         if learnable_temperature:
             self.temp = nn.Parameter(t)
         else:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_same_device, check_tensor
+from maskmm._checks import check_bool, check_choice, check_floating, check_same_device, check_tensor
 from maskmm.losses.types import LossOutput, _acc_dtype, _masked_mean, _stat
 
 __all__ = ["LatentRegressionLoss", "latent_regression_loss"]
@@ -23,6 +23,15 @@ def _token_variance(x: Tensor, mask: Tensor, count: Tensor) -> Tensor:
     mean = torch.where(w, x, zero).sum((0, 1)) / count.clamp(min=1.0)
     sq = torch.where(w, (x - mean) ** 2, zero).sum((0, 1))
     return (sq / (count - 1.0).clamp(min=1.0)).mean()
+
+
+def _check_config(kind: object, scale_by_dim: object, beta: object, detach_target: object) -> float:
+    check_choice("kind", kind, _KINDS)
+    check_bool("scale_by_dim", scale_by_dim)
+    check_bool("detach_target", detach_target)
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+        raise ValueError(f"beta must be a float >= 0, got {beta!r}")
+    return float(beta)
 
 
 def latent_regression_loss(
@@ -61,10 +70,7 @@ def latent_regression_loss(
     check_floating("target", target, shape=(b, n, d))
     check_tensor("mask", mask, shape=(b, n), dtype=torch.bool)
     check_same_device(pred=pred, target=target, mask=mask)
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
-        raise ValueError(f"beta must be a float >= 0, got {beta!r}")
+    beta = _check_config(kind, scale_by_dim, beta, detach_target)
 
     # Unmasked rows are zeroed *before* the computation: ``torch.where`` passes exactly zero
     # gradient there, so non-finite values at unscored positions cannot reach the loss or grads.
@@ -77,7 +83,7 @@ def latent_regression_loss(
     if kind == "cosine":
         per_token = 1.0 - (F.normalize(p, dim=-1, eps=1e-6) * F.normalize(t, dim=-1, eps=1e-6)).sum(-1)
     else:
-        elem = (p - t) ** 2 if kind == "mse" else F.smooth_l1_loss(p, t, reduction="none", beta=float(beta))
+        elem = (p - t) ** 2 if kind == "mse" else F.smooth_l1_loss(p, t, reduction="none", beta=beta)
         per_token = elem.sum(-1) * (d**-0.5 if scale_by_dim else 1.0 / d)
     loss, count = _masked_mean(per_token, mask)
     with torch.no_grad():
@@ -101,11 +107,9 @@ class LatentRegressionLoss(nn.Module):
         detach_target: bool = True,
     ) -> None:
         super().__init__()
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+        self.beta = _check_config(kind, scale_by_dim, beta, detach_target)
         self.kind = kind
         self.scale_by_dim = scale_by_dim
-        self.beta = beta
         self.detach_target = detach_target
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor) -> LossOutput:

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from maskmm._checks import check_floating, check_same_device, check_tensor
+from maskmm._checks import check_floating, check_int, check_ratio, check_same_device, check_tensor
 
 __all__ = ["fused_linear_cross_entropy"]
 
@@ -44,10 +44,12 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         alpha: float,
         smoothing: float,
         chunk: int,
+        grad_enabled: bool,
     ) -> tuple[Tensor, Tensor]:
         m = x.shape[0]
         v = weight.shape[0]
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        # ``needs_input_grad`` ignores ``torch.no_grad()``: skip the gradient work there explicitly.
+        need_x, need_w, need_b = (grad_enabled and n for n in ctx.needs_input_grad[:3])
         need_b = need_b and bias is not None
         hard_w = 1.0 - alpha
         acc = torch.promote_types(x.dtype, torch.float32)
@@ -107,7 +109,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         gx = (grad_x * s.to(grad_x.dtype)) if grad_x is not None else None
         gw = (grad_w * s).to(ctx.w_dtype) if grad_w is not None else None
         gb = (grad_b * s).to(ctx.b_dtype) if grad_b is not None else None
-        return gx, gw, gb, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None
 
 
 def fused_linear_cross_entropy(
@@ -150,22 +152,17 @@ def fused_linear_cross_entropy(
     check_tensor("target", target, shape=(m,), dtype=torch.long)
     if bias is not None:
         check_floating("bias", bias, shape=(v,), dtype=x.dtype)
-    if not (0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if not (0.0 <= label_smoothing < 1.0):
-        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+    alpha = check_ratio("alpha", alpha, allow_one=True)
+    label_smoothing = check_ratio("label_smoothing", label_smoothing)
     if soft_targets is not None:
         check_floating("soft_targets", soft_targets, shape=(m, v))
         soft_targets = soft_targets.detach()
     elif alpha > 0.0:
         raise ValueError(f"soft_targets [M, V] are required when alpha > 0, got alpha={alpha}")
     check_same_device(x=x, weight=weight, target=target, bias=bias, soft_targets=soft_targets)
-    if chunk_size is None:
-        chunk_size = _auto_chunk(m, v)
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    chunk_size = _auto_chunk(m, v) if chunk_size is None else check_int("chunk_size", chunk_size, minimum=1)
     if alpha == 0.0:
         soft_targets = None
     return _FusedLinearCrossEntropy.apply(
-        x, weight, bias, target, soft_targets, float(alpha), float(label_smoothing), chunk_size
+        x, weight, bias, target, soft_targets, alpha, label_smoothing, chunk_size, torch.is_grad_enabled()
     )

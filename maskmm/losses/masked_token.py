@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_same_device, check_tensor
+from maskmm._checks import (
+    check_bool,
+    check_floating,
+    check_int,
+    check_ratio,
+    check_same_device,
+    check_tensor,
+)
 from maskmm.losses.linear_cross_entropy import fused_linear_cross_entropy
 from maskmm.losses.types import LossOutput, _acc_dtype, _stat
 
@@ -71,10 +78,12 @@ def masked_token_loss(
         raise TypeError(f"head must be a callable or a weight tensor [V, D], got {type(head).__name__}")
     elif bias is not None:
         raise ValueError("bias is only used with a weight tensor as head; the callable owns its bias")
-    if not (0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if not (0.0 <= label_smoothing < 1.0):
-        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+    alpha = check_ratio("alpha", alpha, allow_one=True)
+    label_smoothing = check_ratio("label_smoothing", label_smoothing)
+    check_int("ignore_index", ignore_index, minimum=-(2**63))
+    check_bool("soft_targets_are_logits", soft_targets_are_logits)
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size, minimum=1)
     if alpha > 0.0 and soft_targets is None:
         raise ValueError(f"soft_targets are required when alpha > 0, got alpha={alpha}")
     if soft_targets is not None:
@@ -92,14 +101,15 @@ def masked_token_loss(
     acc = _acc_dtype(hidden)
     sel = labels != ignore_index
     count = sel.sum().to(torch.float32)
-    x = hidden[sel]
-    y = labels[sel]
+    rows = sel.reshape(-1).nonzero().squeeze(1)  # the one host synchronisation (data-dependent size)
+    x = hidden.reshape(b * seq, d).index_select(0, rows)
+    y = labels.reshape(-1).index_select(0, rows)
     m = x.shape[0]
     q = None
     if soft_targets is not None and alpha > 0.0:
         q = soft_targets.detach()
         if q.dim() == 3:
-            q = q[sel]
+            q = q.reshape(b * seq, -1).index_select(0, rows)
         if q.shape[0] != m:
             raise ValueError(f"soft_targets must have {m} rows (one per masked position), got {q.shape[0]}")
         q = torch.softmax(q.to(acc), dim=-1) if soft_targets_are_logits else q.to(acc)
@@ -154,13 +164,16 @@ class MaskedTokenLoss(nn.Module):
         ignore_index: int = -100,
     ) -> None:
         super().__init__()
+        check_bool("fused", fused)
         if fused and head is not None and not isinstance(head, nn.Linear):
             raise TypeError(f"fused=True needs head to be an nn.Linear, got {type(head).__name__}")
+        if head is not None and not callable(head):
+            raise TypeError(f"head must be a module [M, D] -> [M, V] or None, got {type(head).__name__}")
         self.head = head
         self.fused = fused
-        self.label_smoothing = label_smoothing
-        self.chunk_size = chunk_size
-        self.ignore_index = ignore_index
+        self.label_smoothing = check_ratio("label_smoothing", label_smoothing)
+        self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size, minimum=1)
+        self.ignore_index = check_int("ignore_index", ignore_index, minimum=-(2**63))
 
     def forward(
         self,

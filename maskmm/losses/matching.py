@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskmm._checks import check_floating, check_generator, check_same_device, check_tensor
-from maskmm.losses.types import LossOutput, _acc_dtype, _stat
+from maskmm.losses.types import LossOutput, _acc_dtype, _masked_mean, _stat
 
 __all__ = ["HardNegatives", "ImageTextMatchingLoss", "image_text_matching_loss", "sample_hard_negatives"]
 
@@ -137,9 +137,7 @@ def image_text_matching_loss(
     check_same_device(logits=logits, labels=labels, valid=valid)
     ce = F.cross_entropy(logits.to(_acc_dtype(logits)), labels, reduction="none")
     w = torch.ones(n, dtype=torch.bool, device=logits.device) if valid is None else valid
-    zero = ce.new_zeros(())
-    count = w.sum().float()
-    loss = torch.where(w, ce, zero).sum() / count.clamp(min=1.0)
+    loss, count = _masked_mean(ce, w)
     with torch.no_grad():
         hit = logits.argmax(-1) == labels
         pos = w & (labels == 1)

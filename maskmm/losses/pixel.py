@@ -7,10 +7,30 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_same_device, check_tensor
+from maskmm._checks import (
+    check_bool,
+    check_choice,
+    check_floating,
+    check_positive_float,
+    check_same_device,
+    check_tensor,
+)
 from maskmm.losses.types import LossOutput, _acc_dtype, _stat
 
 __all__ = ["PixelReconstructionLoss", "pixel_reconstruction_loss"]
+
+
+_KINDS = ("l1", "mse")
+_LAYOUTS = ("patch", "pixel")
+
+
+def _check_config(kind: object, layout: object, normalize_target: object, eps: object) -> None:
+    check_choice("kind", kind, _KINDS)
+    check_choice("layout", layout, _LAYOUTS)
+    check_bool("normalize_target", normalize_target)
+    check_positive_float("eps", eps)
+    if normalize_target and layout != "patch":
+        raise ValueError("normalize_target is only defined for layout='patch'")
 
 
 def pixel_reconstruction_loss(
@@ -39,8 +59,7 @@ def pixel_reconstruction_loss(
         ``LossOutput`` with stats ``num_masked`` (masked patches or pixels) and
         ``pred_std`` (std of the prediction over masked elements).
     """
-    if kind not in ("l1", "mse"):
-        raise ValueError(f"kind must be 'l1' or 'mse', got {kind!r}")
+    _check_config(kind, layout, normalize_target, eps)
     if layout == "patch":
         check_floating("pred", pred, ndim=3)
         b, n, _ = pred.shape
@@ -48,7 +67,7 @@ def pixel_reconstruction_loss(
         check_tensor("mask", mask, shape=(b, n), dtype=torch.bool)
         m = mask.unsqueeze(-1)
         per_region = pred.shape[-1]
-    elif layout == "pixel":
+    else:  # "pixel"
         check_floating("pred", pred, ndim=4)
         b, _, h, w = pred.shape
         check_floating("target", target, shape=tuple(pred.shape))
@@ -60,10 +79,6 @@ def pixel_reconstruction_loss(
             check_tensor("mask", mask, shape=(b, 1, h, w))
             m = mask
         per_region = pred.shape[1]
-        if normalize_target:
-            raise ValueError("normalize_target is only defined for layout='patch'")
-    else:
-        raise ValueError(f"layout must be 'patch' or 'pixel', got {layout!r}")
     check_same_device(pred=pred, target=target, mask=mask)
 
     # Zero unscored elements first: ``torch.where`` passes them exactly zero gradient.
@@ -98,10 +113,7 @@ class PixelReconstructionLoss(nn.Module):
         normalize_target: bool = False,
     ) -> None:
         super().__init__()
-        if kind not in ("l1", "mse"):
-            raise ValueError(f"kind must be 'l1' or 'mse', got {kind!r}")
-        if layout not in ("patch", "pixel"):
-            raise ValueError(f"layout must be 'patch' or 'pixel', got {layout!r}")
+        _check_config(kind, layout, normalize_target, 1e-6)
         self.kind = kind
         self.layout = layout
         self.normalize_target = normalize_target

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_same_device, check_tensor
+from maskmm._checks import check_floating, check_positive_float, check_same_device, check_tensor
 from maskmm.losses.types import LossOutput, _acc_dtype, _masked_mean, _stat
 
 __all__ = ["PrototypeLoss", "prototype_loss"]
@@ -50,10 +50,9 @@ def prototype_loss(
     lead = tuple(student_logits.shape[:-1])
     if mask is not None:
         check_tensor("mask", mask, shape=lead, dtype=torch.bool)
-    if not student_temperature > 0:
-        raise ValueError(f"student_temperature must be > 0, got {student_temperature}")
-    if teacher_temperature is not None and not teacher_temperature > 0:
-        raise ValueError(f"teacher_temperature must be > 0 or None, got {teacher_temperature}")
+    student_temperature = check_positive_float("student_temperature", student_temperature)
+    if teacher_temperature is not None:
+        teacher_temperature = check_positive_float("teacher_temperature", teacher_temperature)
     check_same_device(student_logits=student_logits, teacher_probs=teacher_probs, mask=mask)
 
     sel = mask if mask is not None else torch.ones(lead, dtype=torch.bool, device=student_logits.device)
@@ -86,10 +85,12 @@ class PrototypeLoss(nn.Module):
 
     def __init__(self, student_temperature: float = 0.1, teacher_temperature: float | None = None) -> None:
         super().__init__()
-        if not student_temperature > 0:
-            raise ValueError(f"student_temperature must be > 0, got {student_temperature}")
-        self.student_temperature = student_temperature
-        self.teacher_temperature = teacher_temperature
+        self.student_temperature = check_positive_float("student_temperature", student_temperature)
+        self.teacher_temperature = (
+            None
+            if teacher_temperature is None
+            else check_positive_float("teacher_temperature", teacher_temperature)
+        )
 
     def forward(
         self, student_logits: Tensor, teacher_probs: Tensor, mask: Tensor | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_same_device, check_tensor
+from maskmm._checks import check_floating, check_int, check_same_device, check_tensor
 
 __all__ = ["FeatureQueue"]
 
@@ -31,12 +31,10 @@ class FeatureQueue(nn.Module):
 
     def __init__(self, dim: int, size: int, *, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive int, got {size!r}")
-        self.dim = dim
-        self.size = size
+        self.dim = check_int("dim", dim, minimum=1)
+        self.size = check_int("size", size, minimum=1)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         self.register_buffer("image", torch.zeros(size, dim, dtype=dtype))
         self.register_buffer("text", torch.zeros(size, dim, dtype=dtype))
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))

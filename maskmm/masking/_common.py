@@ -14,7 +14,6 @@ from torch import Tensor
 from maskmm._checks import check_generator
 
 __all__ = [
-    "check_positive_int",
     "counts_to_mask",
     "grid_of",
     "num_to_mask",
@@ -86,15 +85,6 @@ def select_per_row(
         1, order, torch.arange(m, device=eligible.device).expand(b, m).contiguous()
     )
     return ranks < counts.unsqueeze(1)
-
-
-def check_positive_int(name: str, value: object, *, minimum: int = 1) -> int:
-    """Validate an integer size ``>= minimum`` and return it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def grid_of(images: Tensor, patch_size: int) -> tuple[int, int]:

@@ -10,8 +10,9 @@ Algorithm (vectorised over the batch, no Python loop over samples or attempts):
    the cumulative coverage after each candidate. ``k*`` is the first candidate whose cumulative
    coverage reaches ``n_mask``.
 3. Exact count: all patches covered by candidates ``< k*`` are masked. If ``k*`` exists, the
-   patches that candidate ``k*`` newly covers are added in raster order until the count is met
-   (the last rectangle is trimmed, so it stays a run of full rows plus one partial row). If even
+   patches that candidate ``k*`` newly covers are added in raster order, starting from a corner
+   drawn at random per sample, until the count is met (the last rectangle is trimmed, so it stays
+   a run of full rows plus one partial row, and no side of the grid is favoured). If even
    all ``K`` candidates cover fewer than ``n_mask`` patches, the remainder is topped up with
    unmasked patches nearest to the masked area: the area is grown ring by ring (4-neighbourhood,
    at most 16 rings) and the top-up takes the nearest rings first, at random within a ring, then
@@ -32,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskmm._checks import check_ratio
-from maskmm.masking._common import check_positive_int, grid_of, num_to_mask, resolve_device
+from maskmm._checks import check_int, check_ratio
+from maskmm.masking._common import grid_of, num_to_mask, resolve_device
 from maskmm.masking.types import ImageMasking, PatchMasking, patch_masking_from_mask
 
 __all__ = ["BlockPatchMasker", "block_patch_masking"]
@@ -44,8 +45,8 @@ _MAX_GROWTH_STEPS = 16
 def _check_grid(grid: object) -> tuple[int, int]:
     if not isinstance(grid, Sequence) or len(grid) != 2:
         raise TypeError(f"grid must be a pair (gh, gw) of ints, got {grid!r}")
-    gh = check_positive_int("grid[0]", grid[0])
-    gw = check_positive_int("grid[1]", grid[1])
+    gh = check_int("grid[0]", grid[0], minimum=1)
+    gw = check_int("grid[1]", grid[1], minimum=1)
     return gh, gw
 
 
@@ -93,19 +94,19 @@ def block_patch_masking(
     Returns:
         :class:`PatchMasking` (``mask [B, N]``, ``ids_keep [B, N - n_mask]``, ``ids_restore [B, N]``).
     """
-    check_positive_int("batch", batch, minimum=0)
+    check_int("batch", batch)
     gh, gw = _check_grid(grid)
     ratio = check_ratio("ratio", ratio)
-    check_positive_int("min_block_patches", min_block_patches)
+    check_int("min_block_patches", min_block_patches, minimum=1)
     if max_block_patches is not None:
-        check_positive_int("max_block_patches", max_block_patches)
+        check_int("max_block_patches", max_block_patches, minimum=1)
         if max_block_patches < min_block_patches:
             raise ValueError(
                 f"max_block_patches must be >= min_block_patches={min_block_patches}, got {max_block_patches}"
             )
     ar_lo, ar_hi = _check_aspect(aspect_ratio)
     if num_candidates is not None:
-        check_positive_int("num_candidates", num_candidates)
+        check_int("num_candidates", num_candidates, minimum=1)
     dev = resolve_device(device, generator)
 
     n = gh * gw
@@ -160,7 +161,14 @@ def block_patch_masking(
     score = torch.rand(batch, n, generator=generator, device=dev)  # random fallback in [0, 1)
     near = (reach > 0) & ~taken
     score = torch.where(near, 1.0 + (reach + score) / (steps + 1), score)  # nearer first: [1, 2)
-    score = torch.where(last, 2.0 + (n - raster) / (n + 1), score)  # last rectangle, raster order: (2, 3)
+    # The last rectangle is trimmed in raster order from a corner drawn per sample (rows from the top
+    # or the bottom, columns from the left or the right), so trimming favours no side of the image.
+    flip = torch.rand(batch, 2, 1, generator=generator, device=dev) < 0.5
+    row, col = torch.div(raster, gw, rounding_mode="floor"), torch.remainder(raster, gw)
+    row = torch.where(flip[:, 0], gh - 1 - row, row)
+    col = torch.where(flip[:, 1], gw - 1 - col, col)
+    order = row * gw + col  # [B, N]: rank in the drawn raster order
+    score = torch.where(last, 2.0 + (n - order) / (n + 1), score)  # last rectangle, in that order: (2, 3)
     score = torch.where(before, torch.full_like(score, 3.0), score)  # earlier rectangles: always kept
     chosen = score.topk(n_mask, dim=1).indices
     mask = torch.zeros(batch, n, dtype=torch.bool, device=dev).scatter_(1, chosen, True)
@@ -187,15 +195,15 @@ class BlockPatchMasker(nn.Module):
     ) -> None:
         super().__init__()
         self.ratio = check_ratio("ratio", ratio)
-        self.min_block_patches = check_positive_int("min_block_patches", min_block_patches)
+        self.min_block_patches = check_int("min_block_patches", min_block_patches, minimum=1)
         if max_block_patches is not None:
-            check_positive_int("max_block_patches", max_block_patches)
+            check_int("max_block_patches", max_block_patches, minimum=1)
         self.max_block_patches = max_block_patches
         self.aspect_ratio = _check_aspect(aspect_ratio)
         if num_candidates is not None:
-            check_positive_int("num_candidates", num_candidates)
+            check_int("num_candidates", num_candidates, minimum=1)
         self.num_candidates = num_candidates
-        self.patch_size = check_positive_int("patch_size", patch_size)
+        self.patch_size = check_int("patch_size", patch_size, minimum=1)
 
     def forward(
         self,

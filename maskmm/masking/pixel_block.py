@@ -22,8 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from maskmm._checks import check_ratio, check_same_device, check_tensor
-from maskmm.masking._common import check_positive_int, num_to_mask, resolve_device, select_per_row
+from maskmm._checks import check_int, check_ratio, check_same_device, check_tensor
+from maskmm.masking._common import num_to_mask, resolve_device, select_per_row
 from maskmm.masking.types import ImageMasking
 
 __all__ = ["PixelBlockMasker", "PixelMasking", "apply_pixel_mask", "pixel_block_masking"]
@@ -47,10 +47,10 @@ class PixelMasking(NamedTuple):
 def _check_sizes(image_size: object, block_size: int, patch_size: int) -> tuple[int, int]:
     if not isinstance(image_size, Sequence) or len(image_size) != 2:
         raise TypeError(f"image_size must be a pair (H, W) of ints, got {image_size!r}")
-    h = check_positive_int("image_size[0]", image_size[0])
-    w = check_positive_int("image_size[1]", image_size[1])
-    check_positive_int("block_size", block_size)
-    check_positive_int("patch_size", patch_size)
+    h = check_int("image_size[0]", image_size[0], minimum=1)
+    w = check_int("image_size[1]", image_size[1], minimum=1)
+    check_int("block_size", block_size, minimum=1)
+    check_int("patch_size", patch_size, minimum=1)
     if block_size % patch_size and patch_size % block_size:
         raise ValueError(
             f"block_size={block_size} and patch_size={patch_size} must nest (one a multiple of the other); "
@@ -84,7 +84,7 @@ def pixel_block_masking(
     Returns:
         :class:`PixelMasking` (``pixel_mask [B, H, W]``, ``patch_mask [B, N]``, ``block_mask``).
     """
-    check_positive_int("batch", batch, minimum=0)
+    check_int("batch", batch)
     h, w = _check_sizes(image_size, block_size, patch_size)
     ratio = check_ratio("ratio", ratio)
     dev = resolve_device(device, generator)
@@ -176,15 +176,15 @@ class PixelBlockMasker(nn.Module):
     ) -> None:
         super().__init__()
         self.ratio = check_ratio("ratio", ratio)
-        self.block_size = check_positive_int("block_size", block_size)
-        self.patch_size = check_positive_int("patch_size", patch_size)
+        self.block_size = check_int("block_size", block_size, minimum=1)
+        self.patch_size = check_int("patch_size", patch_size, minimum=1)
         if block_size % patch_size and patch_size % block_size:
             raise ValueError(
                 f"block_size={block_size} and patch_size={patch_size} must nest (one a multiple of the other)"
             )
         if isinstance(fill, bool) or not isinstance(fill, (int, float)):
             raise TypeError(f"fill must be a float, got {type(fill).__name__}")
-        check_positive_int("channels", channels)
+        check_int("channels", channels, minimum=1)
         self.fill: float | nn.Parameter
         if learnable_fill:
             self.fill = nn.Parameter(torch.full((channels,), float(fill)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from maskmm._checks import check_ratio
-from maskmm.masking._common import check_positive_int, grid_of, num_to_mask, resolve_device
+from maskmm._checks import check_int, check_ratio
+from maskmm.masking._common import grid_of, num_to_mask, resolve_device
 from maskmm.masking.types import ImageMasking, PatchMasking, patch_masking_from_mask
 
 __all__ = ["RandomPatchMasker", "random_patch_masking"]
@@ -36,8 +36,8 @@ def random_patch_masking(
         :class:`PatchMasking` with ``mask [B, N]``, ``ids_keep [B, N - n_mask]`` (ascending),
         ``ids_restore [B, N]``.
     """
-    check_positive_int("batch", batch, minimum=0)
-    check_positive_int("num_patches", num_patches)
+    check_int("batch", batch)
+    check_int("num_patches", num_patches, minimum=1)
     ratio = check_ratio("ratio", ratio)
     dev = resolve_device(device, generator)
     n_mask = num_to_mask(ratio, num_patches)
@@ -58,7 +58,7 @@ class RandomPatchMasker(nn.Module):
     def __init__(self, ratio: float, *, patch_size: int = 16) -> None:
         super().__init__()
         self.ratio = check_ratio("ratio", ratio)
-        self.patch_size = check_positive_int("patch_size", patch_size)
+        self.patch_size = check_int("patch_size", patch_size, minimum=1)
 
     def forward(
         self,

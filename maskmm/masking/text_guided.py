@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from maskmm._checks import check_generator, check_ratio, check_same_device, check_tensor
-from maskmm.masking._common import check_positive_int, grid_of, num_to_mask
+from maskmm._checks import check_generator, check_int, check_ratio, check_same_device, check_tensor
+from maskmm.masking._common import grid_of, num_to_mask
 from maskmm.masking.types import ImageMasking, PatchMasking, patch_masking_from_mask
 
 __all__ = ["TextGuidedPatchMasker", "text_guided_patch_masking"]
@@ -98,7 +98,7 @@ class TextGuidedPatchMasker(nn.Module):
         super().__init__()
         self.ratio = check_ratio("ratio", ratio)
         self.temperature = _check_temperature(temperature)
-        self.patch_size = check_positive_int("patch_size", patch_size)
+        self.patch_size = check_int("patch_size", patch_size, minimum=1)
 
     def forward(
         self, scores: Tensor, *, valid: Tensor | None = None, generator: torch.Generator | None = None

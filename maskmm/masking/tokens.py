@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from maskmm._checks import check_generator, check_ratio, check_same_device, check_tensor
-from maskmm.masking._common import check_positive_int, counts_to_mask, select_per_row
+from maskmm._checks import check_generator, check_int, check_ratio, check_same_device, check_tensor
+from maskmm.masking._common import counts_to_mask, select_per_row
 from maskmm.masking.types import TokenMasking
 
 __all__ = ["TokenMasker", "mask_tokens"]
@@ -37,7 +37,7 @@ IGNORE_INDEX = -100
 def _check_config(
     mask_token_id: object, vocab_size: object, special_ids: object, mask_prob: object, random_prob: object
 ) -> tuple[int, int, tuple[int, ...], float, float]:
-    vocab = check_positive_int("vocab_size", vocab_size)
+    vocab = check_int("vocab_size", vocab_size, minimum=1)
     if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int):
         raise TypeError(f"mask_token_id must be an int, got {type(mask_token_id).__name__}")
     if not 0 <= mask_token_id < vocab:

@@ -15,9 +15,9 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
-from maskmm._checks import check_floating, check_tensor
+from maskmm._checks import check_choice, check_floating, check_int, check_positive_float, check_tensor
 
-from ._common import check_choice, check_eps, check_int, layer_norm_features
+from ._common import layer_norm_features
 
 __all__ = [
     "MaskedFeatureTargets",
@@ -151,7 +151,7 @@ def masked_feature_targets(
     features = check_floating("features", features, ndim=3)
     mask, count = _mask_and_count(masking, "masking")
     check_choice("norm", norm, ("layer", "none"))
-    eps = check_eps("eps", eps)
+    eps = check_positive_float("eps", eps)
     b, n = mask.shape
     if features.shape[0] != b:
         raise ValueError(f"features has batch {features.shape[0]} but the mask has batch {b}")
@@ -187,7 +187,7 @@ class MaskedFeatureTargets(nn.Module):
     def __init__(self, *, norm: Literal["layer", "none"] = "layer", eps: float = 1e-6) -> None:
         super().__init__()
         self.norm = check_choice("norm", norm, ("layer", "none"))
-        self.eps = check_eps("eps", eps)
+        self.eps = check_positive_float("eps", eps)
 
     def forward(
         self,

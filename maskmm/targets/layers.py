@@ -13,12 +13,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from maskmm._checks import check_floating, check_same_device
+from maskmm._checks import check_choice, check_floating, check_int, check_positive_float, check_same_device
 
 from ._common import (
-    check_choice,
-    check_eps,
-    check_int,
     check_valid,
     instance_norm_tokens,
     layer_norm_features,
@@ -79,7 +76,7 @@ def top_k_layer_targets(
         raise ValueError(f"k must be <= len(layers) = {len(layers)}, got {k}")
     check_choice("layer_norm", layer_norm, _NORMS)
     check_choice("final_norm", final_norm, _NORMS)
-    eps = check_eps("eps", eps)
+    eps = check_positive_float("eps", eps)
     b, length, _ = first.shape
     valid = check_valid("valid", valid, b, length, first.device)
 
@@ -105,7 +102,7 @@ class TopKLayerTargets(nn.Module):
         self.k = check_int("k", k, minimum=1)
         self.layer_norm = check_choice("layer_norm", layer_norm, _NORMS)
         self.final_norm = check_choice("final_norm", final_norm, _NORMS)
-        self.eps = check_eps("eps", eps)
+        self.eps = check_positive_float("eps", eps)
 
     def forward(self, layers: Sequence[torch.Tensor], valid: torch.Tensor | None = None) -> torch.Tensor:
         """``layers``: ``[B, L, D]`` each, bottom to top -> fp32 ``[B, L, D]`` (detached)."""

@@ -12,9 +12,7 @@ import math
 import torch
 from torch import nn
 
-from maskmm._checks import check_floating, check_tensor
-
-from ._common import check_eps, check_int
+from maskmm._checks import check_bool, check_floating, check_int, check_positive_float, check_tensor
 
 __all__ = ["PixelTargets", "patchify", "pixel_targets", "unpatchify"]
 
@@ -76,10 +74,9 @@ def pixel_targets(
     raises.
     """
     images = check_floating("images", images, ndim=4)
-    eps = check_eps("eps", eps)
-    for flag_name, flag in (("normalize", normalize), ("unbiased", unbiased)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{flag_name} must be a bool, got {type(flag).__name__}")
+    eps = check_positive_float("eps", eps)
+    check_bool("normalize", normalize)
+    check_bool("unbiased", unbiased)
     with torch.no_grad():
         x = patchify(images.detach(), patch).float()
         if not normalize:
@@ -99,9 +96,9 @@ class PixelTargets(nn.Module):
     ) -> None:
         super().__init__()
         self.patch = check_int("patch", patch, minimum=1)
-        self.normalize = bool(normalize)
-        self.eps = check_eps("eps", eps)
-        self.unbiased = bool(unbiased)
+        self.normalize = check_bool("normalize", normalize)
+        self.eps = check_positive_float("eps", eps)
+        self.unbiased = check_bool("unbiased", unbiased)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images [B, C, H, W]`` -> fp32 ``[B, N, p*p*C]`` (detached)."""

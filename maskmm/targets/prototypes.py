@@ -14,27 +14,23 @@ norms) follow DINO / iBOT practice; they are our choices for SemMIM.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskmm._checks import check_floating, check_ratio, check_tensor
-
-from ._common import check_int
+from maskmm._checks import (
+    check_bool,
+    check_floating,
+    check_int,
+    check_positive_float,
+    check_ratio,
+    check_tensor,
+)
+from maskmm.distributed import world_info
 
 __all__ = ["PrototypeProjection", "PrototypeTargets", "sharpen_and_center"]
-
-
-def _check_temperature(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    v = float(value)
-    if not (v > 0.0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a positive finite float, got {value}")
-    return v
 
 
 def sharpen_and_center(logits: torch.Tensor, center: torch.Tensor | None, temperature: float) -> torch.Tensor:
@@ -56,7 +52,7 @@ def sharpen_and_center(logits: torch.Tensor, center: torch.Tensor | None, temper
         check_floating("center", center, shape=(k,))
         if center.device != logits.device:
             raise ValueError(f"center is on {center.device} but logits are on {logits.device}")
-    temperature = _check_temperature("temperature", temperature)
+    temperature = check_positive_float("temperature", temperature)
     with torch.no_grad():
         z = logits.detach().float()
         if center is not None:
@@ -85,13 +81,18 @@ class PrototypeProjection(nn.Module):
         super().__init__()
         self.dim = check_int("dim", dim, minimum=1)
         self.num_codes = check_int("num_codes", num_codes, minimum=1)
-        self.normalize_input = bool(normalize_input)
+        self.normalize_input = check_bool("normalize_input", normalize_input)
+        check_bool("norm_last_layer", norm_last_layer)
         self.weight_v = nn.Parameter(torch.empty(num_codes, dim))
         self.weight_g = nn.Parameter(torch.ones(num_codes), requires_grad=not norm_last_layer)
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Truncated-normal rows (std 0.02) and unit gains."""
+        """Rows from a normal (std 0.02) clipped to two standard deviations; unit gains.
+
+        ``generator`` (optional) makes the initialisation reproducible; the values are drawn on its
+        device and copied to the weight's.
+        """
         with torch.no_grad():
             device = generator.device if generator is not None else torch.device("cpu")
             w = torch.randn(self.weight_v.shape, generator=generator, device=device).clamp_(-2.0, 2.0) * 0.02
@@ -120,17 +121,8 @@ class PrototypeProjection(nn.Module):
 
 
 def _auto_all_reduce(t: torch.Tensor) -> None:
-    """Sum ``t`` in place across ranks when a process group is initialised; else do nothing."""
-    try:
-        from maskmm.distributed import world_info
-    except ImportError:  # pragma: no cover - the distributed package is optional here
-        world_info = None
-    if world_info is not None:
-        world = world_info()[1]
-    else:  # pragma: no cover
-        dist = torch.distributed
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if world > 1:
+    """Sum ``t`` in place across ranks when a process group with several ranks is initialised."""
+    if world_info()[1] > 1:
         torch.distributed.all_reduce(t)
 
 
@@ -166,7 +158,7 @@ class PrototypeTargets(nn.Module):
     ) -> None:
         super().__init__()
         self.num_codes = check_int("num_codes", num_codes, minimum=1)
-        self.teacher_temp = _check_temperature("teacher_temp", teacher_temp)
+        self.teacher_temp = check_positive_float("teacher_temp", teacher_temp)
         self.center_momentum = check_ratio("center_momentum", center_momentum, allow_one=True)
         if all_reduce == "auto":
             self._all_reduce: Callable[[torch.Tensor], None] | None = _auto_all_reduce

@@ -80,7 +80,9 @@ class _Plan:
     shadow_dst: list[torch.Tensor] = field(default_factory=list)  # ... the teacher weights
     buf_dst: list[torch.Tensor] = field(default_factory=list)
     buf_src: list[torch.Tensor] = field(default_factory=list)
-    # (owner, key, tensor) sentinels whose identity/device/dtype must still hold for the plan to be valid
+    buf_non_blocking: bool = True  # False when a buffer is copied into CPU memory
+    # (owner, key, tensor, device, dtype) of every slot used: identity, device and dtype must still
+    # hold for the plan to be valid (a replaced, moved or cast tensor triggers a rebuild)
     sentinels: list[tuple[nn.Module, str, torch.Tensor, torch.device, torch.dtype]] = field(
         default_factory=list
     )
@@ -266,7 +268,9 @@ class EMATeacher(nn.Module):
     def update(self, step: int) -> None:
         """EMA step: ``teacher = m * teacher + (1 - m) * student`` with ``m = decay_at(step)``.
 
-        Also copies the paired buffers. Call after the optimizer step; no host sync.
+        ``step`` is the 0-based index of the optimizer step just taken (pass 0 after the
+        first one). Also copies the paired buffers. Call after the optimizer step; no host
+        sync.
         """
         decay = self.decay_at(step)
         plan = self._get_plan()
@@ -276,12 +280,16 @@ class EMATeacher(nn.Module):
                 students = list(students)
                 for i in plan.cast:
                     ref = plan.targets[i]
-                    students[i] = students[i].to(device=ref.device, dtype=ref.dtype, non_blocking=True)
+                    # non_blocking only towards an accelerator: a non-blocking copy to the CPU may be
+                    # read by the CPU lerp before it has landed.
+                    students[i] = students[i].to(
+                        device=ref.device, dtype=ref.dtype, non_blocking=ref.device.type != "cpu"
+                    )
             torch._foreach_lerp_(plan.targets, students, 1.0 - decay)
         if plan.shadow_dst:
             torch._foreach_copy_(plan.shadow_dst, plan.shadow_src)
         if plan.buf_dst:
-            torch._foreach_copy_(plan.buf_dst, plan.buf_src, non_blocking=True)
+            torch._foreach_copy_(plan.buf_dst, plan.buf_src, non_blocking=plan.buf_non_blocking)
         self._last_step = check_step("step", step)
 
     def refresh(self) -> None:
@@ -302,7 +310,6 @@ class EMATeacher(nn.Module):
     def _build_plan(self) -> _Plan:
         plan = _Plan()
         seen: set[int] = set()
-        combos: set[tuple] = set()
 
         def sentinel(owner: nn.Module, key: str) -> None:
             t = get_slot(owner, key)
@@ -327,15 +334,11 @@ class EMATeacher(nn.Module):
                 plan.cast.append(len(plan.targets))
             plan.targets.append(target)
             plan.students.append(student)
-            combo = (teacher.dtype, teacher.device, student.dtype, student.device, shadow is not None)
-            if combo not in combos:
-                combos.add(combo)
-                sentinel(t_owner, t_key)
-                sentinel(s_owner, s_key)
+            sentinel(t_owner, t_key)
+            sentinel(s_owner, s_key)
         if self._fp32_shadow:
-            plan.sentinels.extend(
-                (self.shadow, k, t, t.device, t.dtype) for k, t in list(self.shadow._buffers.items())[:1]
-            )
+            for key in self.shadow._buffers:
+                sentinel(self.shadow, key)
         seen.clear()
         for name, t_owner, t_key, s_owner, s_key in self._buffer_pairs:
             teacher = get_slot(t_owner, t_key)
@@ -349,9 +352,9 @@ class EMATeacher(nn.Module):
                 )
             plan.buf_dst.append(teacher)
             plan.buf_src.append(student)
-            if len(plan.buf_dst) == 1:
-                sentinel(t_owner, t_key)
-                sentinel(s_owner, s_key)
+            plan.buf_non_blocking = plan.buf_non_blocking and teacher.device.type != "cpu"
+            sentinel(t_owner, t_key)
+            sentinel(s_owner, s_key)
         return plan
 
     # ------------------------------------------------------------------ module plumbing

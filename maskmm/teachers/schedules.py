@@ -1,7 +1,8 @@
 """EMA decay schedules: pure functions of the training step.
 
-A schedule maps a step (``int >= 0``, the number of optimizer steps taken so far)
-to a decay ``m`` in ``[0, 1]``; the teacher update is ``teacher = m * teacher +
+A schedule maps a step (``int >= 0``: the 0-based index of the optimizer step just
+taken, so the first update after the first optimizer step passes ``0``) to a decay
+``m`` in ``[0, 1]``; the teacher update is ``teacher = m * teacher +
 (1 - m) * student``. ``m = 1`` freezes the teacher, ``m = 0`` copies the student.
 
 Every schedule here is a frozen dataclass: it holds no state, validates its
@@ -15,6 +16,8 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from maskmm._checks import check_positive_float, check_ratio
 
 __all__ = [
     "ConstantDecay",
@@ -43,21 +46,7 @@ def check_step(name: str, step: object) -> int:
 
 
 def _check_unit(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__}")
-    v = float(value)
-    if not (0.0 <= v <= 1.0):
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return v
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    v = float(value)
-    if not (v > 0.0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a positive finite float, got {value}")
-    return v
+    return check_ratio(name, value, allow_one=True)
 
 
 class DecaySchedule:
@@ -82,12 +71,8 @@ class ConstantDecay(DecaySchedule):
 
 
 @dataclass(frozen=True)
-class LinearDecay(DecaySchedule):
-    """Linear anneal from ``base`` (step 0) to ``final`` (step ``steps`` and after).
-
-    ``m(step) = base + (final - base) * min(step / steps, 1)``; ``steps = 0`` gives
-    ``final`` from step 0 (data2vec anneals its EMA decay this way).
-    """
+class _AnnealDecay(DecaySchedule):
+    """From ``base`` (step 0) to ``final`` (step ``steps`` and after) along ``_progress``."""
 
     base: float
     final: float
@@ -98,46 +83,58 @@ class LinearDecay(DecaySchedule):
         object.__setattr__(self, "final", _check_unit("final", self.final))
         object.__setattr__(self, "steps", check_step("steps", self.steps))
 
+    @staticmethod
+    def _progress(t: float) -> float:  # pragma: no cover - abstract
+        """Fraction of the way from ``base`` to ``final`` at ``t = step / steps`` in ``[0, 1)``."""
+        raise NotImplementedError
+
     def __call__(self, step: int) -> float:
         step = check_step("step", step)
         if step >= self.steps:
             return self.final
-        return self.base + (self.final - self.base) * (step / self.steps)
+        value = self.base + (self.final - self.base) * self._progress(step / self.steps)
+        return min(1.0, max(0.0, value))
 
 
 @dataclass(frozen=True)
-class CosineDecay(DecaySchedule):
+class LinearDecay(_AnnealDecay):
+    """Linear anneal from ``base`` (step 0) to ``final`` (step ``steps`` and after).
+
+    ``m(step) = base + (final - base) * min(step / steps, 1)``; ``steps = 0`` gives
+    ``final`` from step 0 (data2vec anneals its EMA decay this way).
+    """
+
+    @staticmethod
+    def _progress(t: float) -> float:
+        return t
+
+
+@dataclass(frozen=True)
+class CosineDecay(_AnnealDecay):
     """Half-cosine from ``base`` (step 0) to ``final`` (step ``steps`` and after).
 
     ``m(step) = final + (base - final) * (1 + cos(pi * min(step, steps) / steps)) / 2``;
     with ``final = 1`` this is the BYOL / DINO momentum schedule.
     """
 
-    base: float
     final: float = 1.0
     steps: int = 1
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "base", _check_unit("base", self.base))
-        object.__setattr__(self, "final", _check_unit("final", self.final))
-        object.__setattr__(self, "steps", check_step("steps", self.steps))
-
-    def __call__(self, step: int) -> float:
-        step = check_step("step", step)
-        if step >= self.steps:
-            return self.final
-        value = self.final + (self.base - self.final) * 0.5 * (1.0 + math.cos(math.pi * step / self.steps))
-        return min(1.0, max(0.0, value))
+    @staticmethod
+    def _progress(t: float) -> float:
+        return 0.5 * (1.0 - math.cos(math.pi * t))
 
 
 @dataclass(frozen=True)
 class WarmupDecay(DecaySchedule):
-    """``warmup_value`` for the first ``warmup_steps`` steps, then ``schedule``.
+    """``warmup_value`` for the first ``warmup_steps`` updates, then ``schedule``.
 
-    With ``shift=True`` (default) the wrapped schedule starts counting at the end
-    of the warm-up (``schedule(step - warmup_steps)``); with ``shift=False`` it sees
-    the raw step. ``warmup_value = 0`` makes the teacher follow the student exactly
-    during the warm-up.
+    ``m(step) = warmup_value`` for ``step < warmup_steps`` (steps ``0 .. warmup_steps - 1``),
+    else ``schedule(step - warmup_steps)`` with ``shift=True`` (default: the wrapped
+    schedule starts at its own step 0 when the warm-up ends) or ``schedule(step)``
+    with ``shift=False``. The default ``warmup_value = 0`` makes the teacher a copy of
+    the student during the warm-up (it follows the fast early changes exactly);
+    ``warmup_steps = 0`` is the wrapped schedule itself.
     """
 
     schedule: DecaySchedule | float
@@ -171,7 +168,7 @@ class CountWarmupDecay(DecaySchedule):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_decay", _check_unit("max_decay", self.max_decay))
-        offset = _check_positive("offset", self.offset)
+        offset = check_positive_float("offset", self.offset)
         if offset < 1.0:
             raise ValueError(f"offset must be >= 1 so the decay stays in [0, 1], got {self.offset}")
         object.__setattr__(self, "offset", offset)
@@ -197,8 +194,8 @@ class PowerWarmupDecay(DecaySchedule):
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_decay", _check_unit("max_decay", self.max_decay))
         object.__setattr__(self, "min_decay", _check_unit("min_decay", self.min_decay))
-        object.__setattr__(self, "gamma", _check_positive("gamma", self.gamma))
-        object.__setattr__(self, "power", _check_positive("power", self.power))
+        object.__setattr__(self, "gamma", check_positive_float("gamma", self.gamma))
+        object.__setattr__(self, "power", check_positive_float("power", self.power))
         if self.min_decay > self.max_decay:
             raise ValueError(f"min_decay ({self.min_decay}) must not exceed max_decay ({self.max_decay})")
 

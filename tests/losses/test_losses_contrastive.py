@@ -205,3 +205,47 @@ def test_bad_inputs_raise() -> None:
         )
     with pytest.raises(TypeError, match="image_ids"):
         image_text_contrastive_loss(img, txt, 0.07, image_ids=torch.arange(4).float())
+
+
+def test_own_pair_is_always_a_positive() -> None:
+    # a query whose id matches nothing (id -1) still has its own pair as positive
+    img, txt, _, _ = _feats(4, 6)
+    ids = torch.tensor([-1, 0, 0, 1])
+    out = image_text_contrastive_loss(img, txt, 0.1, image_ids=ids)
+    pos = (ids[:, None] == ids[None, :]) & (ids[None, :] >= 0) | torch.eye(4, dtype=torch.bool)
+    t = pos.double() / pos.double().sum(1, keepdim=True)
+    logits = img @ txt.t() / 0.1
+    ref = (-(t * logits.log_softmax(1)).sum(1).mean() - (t * logits.t().log_softmax(1)).sum(1).mean()) / 2
+    torch.testing.assert_close(out.loss.double(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_float_temperature_keeps_float64_precision() -> None:
+    img, txt, _, _ = _feats(5, 6)
+    a = image_text_contrastive_loss(img, txt, 0.07).loss
+    b = image_text_contrastive_loss(img, txt, torch.tensor(0.07, dtype=torch.float64)).loss
+    torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+
+
+def test_mismatched_devices_dtypes_and_bad_config_raise() -> None:
+    img, txt, img_m, txt_m = _feats(4, 8)
+    meta = torch.empty(4, 8, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match="text_feat_m"):
+        image_text_contrastive_loss(img, txt, 0.07, image_feat_m=img_m, text_feat_m=meta)
+    with pytest.raises(ValueError, match="text_queue"):
+        image_text_contrastive_loss(img, txt, 0.07, image_queue=img_m, text_queue=meta)
+    with pytest.raises(TypeError, match="text_feat"):
+        image_text_contrastive_loss(img, txt.float(), 0.07)
+    with pytest.raises(TypeError, match="text_feat_m"):
+        image_text_contrastive_loss(img, txt, 0.07, image_feat_m=img_m, text_feat_m=txt_m.float())
+    with pytest.raises(TypeError, match="alpha"):
+        image_text_contrastive_loss(img, txt, 0.07, image_feat_m=img_m, text_feat_m=txt_m, alpha="0.4")
+    with pytest.raises(ValueError, match="alpha"):
+        image_text_contrastive_loss(img, txt, 0.07, image_feat_m=img_m, text_feat_m=txt_m, alpha=1.5)
+    with pytest.raises(ValueError, match="embed_dim"):
+        ImageTextContrastive(0)
+    with pytest.raises(TypeError, match="temperature"):
+        ImageTextContrastive(8, temperature="0.07")
+    with pytest.raises(ValueError, match="temperature_bounds"):
+        ImageTextContrastive(8, temperature_bounds=(0.5, 0.1))
+    with pytest.raises(ValueError, match="queue_size"):
+        ImageTextContrastive(8, queue_size=-1)

@@ -130,3 +130,12 @@ def test_bad_inputs_raise_naming_the_argument() -> None:
         latent_regression_loss(pred, target, mask, kind="l2")
     with pytest.raises(ValueError, match="beta"):
         latent_regression_loss(pred, target, mask, beta=-1.0)
+
+
+def test_module_validates_its_configuration() -> None:
+    with pytest.raises(ValueError, match="beta"):
+        LatentRegressionLoss(beta=-1.0)
+    with pytest.raises(ValueError, match="kind"):
+        LatentRegressionLoss("huber")
+    with pytest.raises(TypeError, match="scale_by_dim"):
+        LatentRegressionLoss(scale_by_dim=None)  # type: ignore[arg-type]

@@ -174,3 +174,49 @@ def test_bad_inputs_raise() -> None:
         masked_token_loss(hidden, labels, weight, soft_targets=teacher[:, :, :-1], alpha=0.3)
     with pytest.raises(TypeError, match="head"):
         masked_token_loss(hidden, labels, "linear")
+
+
+def _count_matmuls(fn) -> int:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm):
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
+def test_fused_skips_gradient_work_under_no_grad() -> None:
+    x = torch.randn(10, D, requires_grad=True)
+    w = torch.randn(V, D, requires_grad=True)
+    y = torch.randint(0, V, (10,))
+    with_grad = _count_matmuls(lambda: fused_linear_cross_entropy(x, w, y, chunk_size=5))
+    with torch.no_grad():
+        no_grad = _count_matmuls(lambda: fused_linear_cross_entropy(x, w, y, chunk_size=5))
+        total, _ = fused_linear_cross_entropy(x, w, y, chunk_size=5)
+    assert with_grad == 6 and no_grad == 2  # logits (+ grad_x, grad_w) per chunk
+    assert not total.requires_grad
+    ref = torch.nn.functional.cross_entropy(x.detach().double() @ w.detach().double().t(), y, reduction="sum")
+    torch.testing.assert_close(total.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_config_raises_naming_the_argument() -> None:
+    hidden, labels, weight, _, teacher = _inputs()
+    with pytest.raises(TypeError, match="alpha"):
+        masked_token_loss(hidden, labels, weight, soft_targets=teacher, alpha="0.4")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        masked_token_loss(hidden, labels, weight, label_smoothing=1.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        masked_token_loss(hidden, labels, weight, chunk_size=0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        MaskedTokenLoss(label_smoothing=-0.1)
+    with pytest.raises(TypeError, match="head"):
+        MaskedTokenLoss(head="linear")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="alpha"):
+        fused_linear_cross_entropy(hidden[0], weight, labels[0].clamp(min=0), alpha=None)  # type: ignore[arg-type]

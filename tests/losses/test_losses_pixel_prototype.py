@@ -123,3 +123,18 @@ def test_bad_inputs_raise() -> None:
         prototype_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 5))
     with pytest.raises(ValueError, match="student_temperature"):
         prototype_loss(torch.randn(2, 4), torch.randn(2, 4), student_temperature=0.0)
+
+
+def test_bad_config_raises_naming_the_argument() -> None:
+    with pytest.raises(ValueError, match="teacher_temperature"):
+        PrototypeLoss(0.1, 0.0)
+    with pytest.raises(TypeError, match="student_temperature"):
+        prototype_loss(torch.randn(2, 4), torch.randn(2, 4), student_temperature="0.1")
+    with pytest.raises(ValueError, match="normalize_target"):
+        PixelReconstructionLoss(layout="pixel", normalize_target=True)
+    with pytest.raises(ValueError, match="kind"):
+        PixelReconstructionLoss("huber")
+    with pytest.raises(ValueError, match="eps"):
+        pixel_reconstruction_loss(
+            torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), eps=0.0
+        )

@@ -75,3 +75,10 @@ def test_bad_inputs_raise() -> None:
         q.enqueue(torch.randn(4, 3), torch.randn(4, 3), torch.arange(4.0))
     with pytest.raises(ValueError, match="size"):
         FeatureQueue(3, 0)
+
+
+def test_non_floating_dtype_raises() -> None:
+    with pytest.raises(TypeError, match="dtype"):
+        FeatureQueue(3, 5, dtype=torch.long)
+    with pytest.raises(TypeError, match="dim"):
+        FeatureQueue(3.0, 5)  # type: ignore[arg-type]

@@ -362,3 +362,32 @@ def test_ema_update_function() -> None:
     torch.testing.assert_close(t[1].double(), want[1], rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="length"):
         ema_update_(t, s[:1], 0.5)
+
+
+def test_replaced_student_parameter_is_followed() -> None:
+    """A student tensor replaced after the first update (e.g. ``load_state_dict(assign=True)``)."""
+    student = Net()
+    teacher = EMATeacher(student, decay=0.5)
+    teacher.update(0)  # builds the cached lists
+    before = teacher.module.enc[3].weight.double().clone()
+    student.enc[3].weight = nn.Parameter(torch.randn(student.enc[3].weight.shape, dtype=torch.float32))
+    teacher.update(1)
+    want = 0.5 * before + 0.5 * student.enc[3].weight.detach().double()
+    torch.testing.assert_close(teacher.module.enc[3].weight.double(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_warmup_schedule_copies_the_student_then_averages() -> None:
+    student = nn.Linear(3, 2)
+    teacher = EMATeacher(student, decay=WarmupDecay(ConstantDecay(0.9), 2))
+    for step in range(2):  # steps 0 and 1: decay 0, the teacher is a copy
+        with torch.no_grad():
+            student.weight.add_(1.0)
+        teacher.update(step)
+        assert torch.equal(teacher.module.weight, student.weight)
+    before = teacher.module.weight.double().clone()
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    teacher.update(2)  # the wrapped schedule's step 0
+    torch.testing.assert_close(
+        teacher.module.weight.double(), 0.9 * before + 0.1 * student.weight.double(), rtol=1e-6, atol=1e-6
+    )
