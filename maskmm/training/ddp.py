@@ -1,0 +1,126 @@
+"""Distributed data parallel helpers (``torchrun`` environment, gloo on CPU, nccl on CUDA)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "DistInfo",
+    "barrier",
+    "cleanup_distributed",
+    "init_distributed",
+    "is_main_process",
+    "maybe_no_sync",
+    "reduce_mean",
+    "seed_everything",
+    "select_device",
+    "unwrap",
+]
+
+
+class DistInfo(tuple):
+    """``(rank, world_size, local_rank)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, rank: int, world_size: int, local_rank: int) -> DistInfo:
+        return super().__new__(cls, (rank, world_size, local_rank))
+
+    rank = property(lambda self: self[0])
+    world_size = property(lambda self: self[1])
+    local_rank = property(lambda self: self[2])
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def init_distributed(backend: str | None = None) -> DistInfo:
+    """Initialise the default process group from ``torchrun``'s environment variables.
+
+    Does nothing (returns ``(0, 1, 0)``) when ``WORLD_SIZE`` is unset or 1. The backend
+    defaults to nccl with CUDA, gloo otherwise; with CUDA the local device is selected.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(0, 1, 0)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank, world, local_rank)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over ranks (identity without a process group). Returns a new tensor."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return x.detach().clone()
+    y = x.detach().clone()
+    dist.all_reduce(y)
+    return y / dist.get_world_size()
+
+
+def seed_everything(seed: int, rank: int = 0) -> int:
+    """Seed Python, NumPy and torch with ``seed + rank``; return the value used."""
+    value = int(seed) + int(rank)
+    random.seed(value)
+    try:
+        import numpy as np
+
+        np.random.seed(value % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(value)
+    return value
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip ``DistributedDataParallel`` (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+@contextlib.contextmanager
+def maybe_no_sync(model: nn.Module, skip_sync: bool) -> Iterator[None]:
+    """Inside gradient accumulation, skip DDP's all-reduce on all but the last micro-batch."""
+    if skip_sync and isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    else:
+        yield

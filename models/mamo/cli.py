@@ -1,0 +1,105 @@
+"""Command-line entry points ``maskmm-train`` and ``maskmm-eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import load_config
+
+__all__ = ["eval_main", "train_main"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="tiny", help="preset name (tiny, base) or path to a YAML file")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override any config field, e.g. --set train.steps=200 --set losses.mrm=false (repeatable)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: train.device)")
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Train MAMO: ``maskmm-train --config tiny --set train.steps=300 --out-dir runs/x``."""
+    p = argparse.ArgumentParser(prog="maskmm-train", description="Pretrain MAMO on the configured data.")
+    _common(p)
+    p.add_argument("--out-dir", default=None, help="run folder (default: train.out_dir)")
+    p.add_argument("--resume", default=None, help="checkpoint file or run folder to continue from")
+    p.add_argument("--eval", action="store_true", help="run the full evaluation after training")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides.append(f"train.out_dir={args.out_dir}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except (ValueError, TypeError) as e:
+        p.error(str(e))
+    from maskmm.training import cleanup_distributed
+
+    from .train import Trainer
+
+    trainer = Trainer(cfg, device=args.device)
+    try:
+        if args.resume:
+            trainer.resume(args.resume)
+        result = trainer.fit(progress=not args.quiet and cfg.log.progress)
+        if trainer.main:
+            last = next((r for r in reversed(result.history) if "loss" in r), {})
+            print(
+                f"done: {result.step} steps in {result.seconds:.0f} s, "
+                f"last loss {last.get('loss', float('nan')):.4f}; "
+                f"checkpoint {result.checkpoint}",
+                file=sys.stderr,
+            )
+        if args.eval and trainer.main:
+            from .eval import evaluate, format_table
+
+            res = evaluate(trainer.model, trainer.tokenizer, cfg)
+            print(format_table(res))
+            (Path(cfg.train.out_dir) / "eval.json").write_text(json.dumps(res, indent=2))
+    finally:
+        trainer.close()
+        cleanup_distributed()
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """Evaluate a checkpoint: ``maskmm-eval --checkpoint runs/mamo-tiny [--splits val heldout]``."""
+    p = argparse.ArgumentParser(prog="maskmm-eval", description="Evaluate a trained MAMO checkpoint.")
+    p.add_argument("--checkpoint", required=True, help="run folder, model.pt or step_N.pt")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="eval.FIELD=VALUE",
+        help="override evaluation fields, e.g. --set eval.num_candidates=500",
+    )
+    p.add_argument("--splits", nargs="+", default=None, choices=["train", "val", "heldout"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    from .config import apply_overrides, config_from_dict, config_to_dict
+    from .eval import evaluate, format_table
+    from .inference import MAMOInference
+
+    try:
+        inf = MAMOInference.load(args.checkpoint, device=args.device)
+        bad = [o for o in args.overrides if not o.strip().startswith("eval.")]
+        if bad:
+            raise ValueError(f"maskmm-eval only overrides eval.* fields, got {bad}")
+        cfg = config_from_dict(apply_overrides(config_to_dict(inf.cfg), args.overrides))
+    except (ValueError, TypeError) as e:
+        p.error(str(e))
+    res = evaluate(inf.model, inf.tokenizer, cfg, args.splits)
+    print(format_table(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0

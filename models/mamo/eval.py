@@ -1,0 +1,276 @@
+"""Evaluation of a MAMO model on the built-in data.
+
+- Zero-shot retrieval, both directions, R@1/5/10: ITC similarities, then ITM re-ranking of the
+  top-k candidates (as ALBEF). Relevance is fact-based (a caption is relevant to every image it
+  is true of); the strict one-caption-per-image numbers are reported too (``strict_*``).
+- Fine-grained: ITM match probability of the true caption vs captions that change exactly one
+  attribute (colour, shape, size, position, relation); per-attribute accuracy.
+- Grounding: Grad-CAM of the ITM match logit w.r.t. the image tokens entering the fusion, for
+  each object's noun phrase; pointing-game and energy-in-box scores.
+
+Run: ``maskmm-eval --checkpoint runs/mamo-tiny`` or ``python -m maskmm.models.mamo.eval``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from maskmm.data import build_fine_grained_set
+from maskmm.evaluation import (
+    box_patch_mask,
+    distractor_accuracy,
+    grad_cam,
+    grounding_scores,
+    rerank_topk,
+    retrieval_recall,
+)
+from maskmm.training import to_python
+
+from .config import MAMOConfig
+from .data import eval_dataset, retrieval_set
+from .model import MAMO
+
+__all__ = [
+    "encode_images",
+    "encode_texts",
+    "evaluate",
+    "evaluate_finegrained",
+    "evaluate_grounding",
+    "evaluate_retrieval",
+    "format_table",
+    "itm_match_prob",
+]
+
+
+def _device(model: MAMO) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode_images(model: MAMO, images: Tensor, batch_size: int = 128) -> tuple[Tensor, Tensor]:
+    """Image states ``[N, 1+P, D]`` and normalised ITC features ``[N, E]`` (batched)."""
+    dev = _device(model)
+    states, feats = [], []
+    for i in range(0, images.shape[0], batch_size):
+        s, f = model.encode_image(images[i : i + batch_size].to(dev))
+        states.append(s)
+        feats.append(torch.nn.functional.normalize(f.float(), dim=-1))
+    return torch.cat(states), torch.cat(feats)
+
+
+@torch.no_grad()
+def encode_texts(
+    model: MAMO, tokenizer: Any, captions: list[str], max_len: int, batch_size: int = 256
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Text states ``[N, L, D]``, validity ``bool [N, L]`` and normalised ITC features ``[N, E]``."""
+    dev = _device(model)
+    tok = tokenizer(captions, max_len, padding="max_length")
+    states, feats = [], []
+    for i in range(0, len(captions), batch_size):
+        ids = tok.input_ids[i : i + batch_size].to(dev)
+        valid = tok.valid[i : i + batch_size].to(dev)
+        s, f = model.encode_text(ids, valid)
+        states.append(s)
+        feats.append(torch.nn.functional.normalize(f.float(), dim=-1))
+    return torch.cat(states), tok.valid.to(dev), torch.cat(feats)
+
+
+@torch.no_grad()
+def itm_match_prob(model: MAMO, img_states: Tensor, txt_states: Tensor, txt_valid: Tensor) -> Tensor:
+    """``fp32 [M]`` probability that row ``m``'s image and text match."""
+    return model.itm_logits(img_states, txt_states, txt_valid).float().softmax(-1)[:, 1]
+
+
+@torch.no_grad()
+def evaluate_retrieval(
+    model: MAMO,
+    tokenizer: Any,
+    cfg: MAMOConfig,
+    split: str,
+    n: int | None = None,
+    *,
+    itm: bool | None = None,
+    rerank_k: int | None = None,
+) -> dict[str, float]:
+    """R@1/5/10 (``tr_*``: image -> text, ``ir_*``: text -> image) with ``n`` candidates each way."""
+    n = cfg.eval.num_candidates if n is None else n
+    itm = cfg.eval.itm if itm is None else itm
+    k = cfg.eval.rerank_k if rerank_k is None else rerank_k
+    was_training = model.training
+    model.eval()
+    data = retrieval_set(cfg, split, n)
+    bs = cfg.eval.batch_size
+    img_states, img_feat = encode_images(model, data.images, bs)
+    txt_states, txt_valid, txt_feat = encode_texts(model, tokenizer, data.captions, cfg.data.max_text_len, bs)
+    sim = img_feat @ txt_feat.t()  # [N images, N texts]
+    dev = sim.device
+    pos = data.positives.to(dev)
+    out: dict[str, float] = {}
+    for name, value in retrieval_recall(sim, positives=pos).items():
+        out[f"itc_{name}"] = value
+    ids, tids = data.image_ids.to(dev), data.text_image_ids.to(dev)
+    for name, value in retrieval_recall(sim, ids, tids).items():
+        out[f"strict_itc_{name}"] = value
+    if itm and model.student.itm_head is not None and k > 0:
+
+        def i2t(qi: Tensor, ci: Tensor) -> Tensor:
+            return itm_match_prob(model, img_states[qi], txt_states[ci], txt_valid[ci])
+
+        def t2i(qi: Tensor, ci: Tensor) -> Tensor:
+            return itm_match_prob(model, img_states[ci], txt_states[qi], txt_valid[qi])
+
+        tr = rerank_topk(sim, k, i2t, chunk_size=bs)
+        ir = rerank_topk(sim.t().contiguous(), k, t2i, chunk_size=bs)
+        r_tr = retrieval_recall(tr, positives=pos)
+        r_ir = retrieval_recall(ir.t().contiguous(), positives=pos)
+        for kk in (1, 5, 10):
+            out[f"itm_tr_r{kk}"] = r_tr[f"tr_r{kk}"]
+            out[f"itm_ir_r{kk}"] = r_ir[f"ir_r{kk}"]
+        s_tr = retrieval_recall(tr, ids, tids)
+        s_ir = retrieval_recall(ir.t().contiguous(), ids, tids)
+        out["strict_itm_tr_r1"] = s_tr["tr_r1"]
+        out["strict_itm_ir_r1"] = s_ir["ir_r1"]
+    model.train(was_training)
+    out["candidates"] = float(n)
+    return {k_: float(v) for k_, v in to_python(out).items()}
+
+
+@torch.no_grad()
+def evaluate_finegrained(
+    model: MAMO, tokenizer: Any, cfg: MAMOConfig, split: str, n: int | None = None
+) -> dict[str, float]:
+    """Per-attribute accuracy (%) of ITM preferring the true caption over a one-attribute distractor.
+
+    Uses :func:`maskmm.data.build_fine_grained_set` (one distractor per image and attribute,
+    missing where the caption states no such attribute).
+    """
+    n = cfg.eval.finegrained_samples if n is None else n
+    if n == 0 or model.student.itm_head is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    fg = build_fine_grained_set(eval_dataset(cfg, split, n), n, seed=cfg.data.seed)
+    img_states, _ = encode_images(model, fg.images, cfg.eval.batch_size)
+    ml = cfg.data.max_text_len
+    dev = img_states.device
+
+    def match(rows: Tensor, captions: list[str]) -> Tensor:
+        t_states, t_valid, _ = encode_texts(model, tokenizer, captions, ml)
+        parts = []
+        for i in range(0, len(captions), 256):
+            sl = slice(i, i + 256)
+            parts.append(itm_match_prob(model, img_states[rows[sl]], t_states[sl], t_valid[sl]))
+        return torch.cat(parts)
+
+    true_scores = match(torch.arange(n, device=dev), fg.captions)
+    scores: dict[str, Tensor] = {}
+    valid: dict[str, Tensor] = {}
+    for attr, caps in fg.distractors.items():
+        have = [i for i, c in enumerate(caps) if c is not None]
+        sc = torch.full((n, 1), float("-inf"), device=dev)
+        va = torch.zeros(n, 1, dtype=torch.bool, device=dev)
+        if have:
+            rows = torch.tensor(have, device=dev)
+            sc[rows, 0] = match(rows, [caps[i] for i in have])
+            va[rows, 0] = True
+        scores[attr], valid[attr] = sc, va
+    res = distractor_accuracy(true_scores, scores, valid)
+    model.train(was_training)
+    return {k: float(v) for k, v in to_python(res).items() if not k.endswith("_count")}
+
+
+def evaluate_grounding(
+    model: MAMO, tokenizer: Any, cfg: MAMOConfig, split: str, n: int | None = None
+) -> dict[str, float]:
+    """Grad-CAM pointing game / energy (%) of each object's noun phrase against its box."""
+    n = cfg.eval.grounding_samples if n is None else n
+    if n == 0 or model.student.itm_head is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    data = retrieval_set(cfg, split, n)
+    img_states, _ = encode_images(model, data.images, cfg.eval.batch_size)
+    rows, phrases, boxes = [], [], []
+    for i, scene in enumerate(data.scenes):
+        words = scene.caption.split()
+        for (start, end), box in zip(scene.phrase_spans().tolist(), scene.boxes().tolist()):
+            rows.append(i)
+            phrases.append(" ".join(words[start:end]))
+            boxes.append(box)
+    if not rows:
+        return {}
+    t_states, t_valid, _ = encode_texts(model, tokenizer, phrases, cfg.data.max_text_len)
+    r = torch.tensor(rows, device=img_states.device)
+    cams = []
+    for i in range(0, len(rows), 128):
+        v = img_states[r[i : i + 128]].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logit = model.itm_logits(v, t_states[i : i + 128], t_valid[i : i + 128])[:, 1].sum()
+            (grad,) = torch.autograd.grad(logit, v)
+        cams.append(grad_cam(v[:, 1:].detach(), grad[:, 1:]))
+    cam = torch.cat(cams)
+    p = cfg.model.patch_size
+    s = cfg.data.image_size
+    mask = box_patch_mask(torch.tensor(boxes, device=cam.device), (s // p, s // p), (s, s))
+    res = grounding_scores(cam, mask)
+    model.train(was_training)
+    return {k: float(v) for k, v in to_python(res).items()}
+
+
+def evaluate(
+    model: MAMO, tokenizer: Any, cfg: MAMOConfig, splits: list[str] | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Every evaluation on every split.
+
+    Returns ``{split: {"retrieval": ..., "finegrained": ..., "grounding": ...}}``.
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for split in splits or cfg.eval.splits:
+        out[split] = {
+            "retrieval": evaluate_retrieval(model, tokenizer, cfg, split),
+            "finegrained": evaluate_finegrained(model, tokenizer, cfg, split),
+            "grounding": evaluate_grounding(model, tokenizer, cfg, split),
+        }
+    return out
+
+
+def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """A plain-text table of :func:`evaluate`'s results."""
+    lines = []
+    for split, parts in results.items():
+        r = parts.get("retrieval", {})
+        n = int(r.get("candidates", 0))
+        lines.append(f"== {split} ({n} candidates) ==")
+        lines.append(f"{'retrieval':<22}{'TR@1':>8}{'TR@5':>8}{'TR@10':>8}{'IR@1':>8}{'IR@5':>8}{'IR@10':>8}")
+        for tag, name in (("itc", "ITC"), ("itm", "ITM re-rank")):
+            if f"{tag}_tr_r1" in r:
+                vals = [r[f"{tag}_tr_r{k}"] for k in (1, 5, 10)] + [r[f"{tag}_ir_r{k}"] for k in (1, 5, 10)]
+                lines.append(f"{name:<22}" + "".join(f"{v:8.1f}" for v in vals))
+        if "strict_itc_tr_r1" in r:
+            strict = (
+                f"strict (own caption only) ITC TR@1 {r['strict_itc_tr_r1']:.1f} "
+                f"IR@1 {r['strict_itc_ir_r1']:.1f}"
+            )
+            if "strict_itm_tr_r1" in r:
+                strict += f"; ITM TR@1 {r['strict_itm_tr_r1']:.1f} IR@1 {r['strict_itm_ir_r1']:.1f}"
+            lines.append(strict)
+        fg = parts.get("finegrained", {})
+        if fg:
+            lines.append("fine-grained ITM acc  " + "  ".join(f"{k} {v:.1f}" for k, v in fg.items()))
+        gr = parts.get("grounding", {})
+        if gr:
+            lines.append("grounding (Grad-CAM)  " + "  ".join(f"{k} {v:.1f}" for k, v in gr.items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import eval_main
+
+    return eval_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Inference API: load a trained MAMO, encode images/texts, score and rank pairs.
+
+Example::
+
+    from maskmm.models.mamo.inference import MAMOInference
+
+    m = MAMOInference.load("runs/mamo-tiny")            # run folder, model.pt or step_N.pt
+    img = m.encode_images(images)                        # images float [N, 3, H, W]
+    txt = m.encode_texts(["a red circle", "a blue star"])
+    sims = m.itc_scores(img, txt)                        # [N, T] cosine similarities
+    probs = m.itm_scores(img, txt)                       # [N] match probability of paired rows
+    order, scores = m.rank(images[0], candidates)        # ITC top-k re-ranked by ITM
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from maskmm._checks import check_floating
+from maskmm.training import latest_checkpoint, load_checkpoint
+
+from .builder import build_model
+from .config import MAMOConfig, config_from_dict
+from .data import build_tokenizer
+from .model import MAMO
+
+__all__ = ["Encoded", "MAMOInference"]
+
+
+class Encoded(NamedTuple):
+    """Encoded images or texts: ``states [N, L, D]``, ``valid bool [N, L]`` (``None`` for images)
+    and L2-normalised ITC features ``feat [N, E]``."""
+
+    states: Tensor
+    valid: Tensor | None
+    feat: Tensor
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        if (p / "model.pt").is_file():
+            return p / "model.pt"
+        found = latest_checkpoint(p)
+        if found is None:
+            raise ValueError(f"no model.pt or step_<N>.pt in {str(p)!r}")
+        return found
+    if not p.is_file():
+        raise ValueError(f"checkpoint {str(p)!r} does not exist")
+    return p
+
+
+class MAMOInference:
+    """A trained model in eval mode with its tokenizer and config.
+
+    Args:
+        model: a built :class:`MAMO`; tokenizer: its tokenizer; cfg: its config.
+    """
+
+    def __init__(self, model: MAMO, tokenizer: Any, cfg: MAMOConfig) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> MAMOInference:
+        """Load from a run folder (``model.pt`` or the newest ``step_N.pt``) or a checkpoint file."""
+        state = load_checkpoint(_resolve(path), map_location=device)
+        cfg = config_from_dict(state["config"])
+        tok = build_tokenizer(cfg)
+        model = build_model(
+            cfg,
+            vocab_size=tok.vocab_size,
+            pad_id=tok.pad_id,
+            mask_token_id=tok.mask_id,
+            special_ids=tuple(tok.special_ids),
+        )
+        model.load_state_dict(state["model"])
+        return cls(model.to(device), tok, cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def encode_images(self, images: Tensor, batch_size: int = 128) -> Encoded:
+        """``images float [N, 3, H, W]`` (values as in training: [0, 1] for the built-in data)."""
+        check_floating("images", images, ndim=4)
+        states, feats = [], []
+        for i in range(0, images.shape[0], batch_size):
+            s, f = self.model.encode_image(images[i : i + batch_size].to(self.device))
+            states.append(s)
+            feats.append(F.normalize(f.float(), dim=-1))
+        return Encoded(torch.cat(states), None, torch.cat(feats))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str] | str, batch_size: int = 256) -> Encoded:
+        """Tokenise (padded to ``data.max_text_len``) and encode captions."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        tok = self.tokenizer(texts, self.cfg.data.max_text_len, padding="max_length")
+        states, feats = [], []
+        for i in range(0, len(texts), batch_size):
+            ids = tok.input_ids[i : i + batch_size].to(self.device)
+            valid = tok.valid[i : i + batch_size].to(self.device)
+            s, f = self.model.encode_text(ids, valid)
+            states.append(s)
+            feats.append(F.normalize(f.float(), dim=-1))
+        return Encoded(torch.cat(states), tok.valid.to(self.device), torch.cat(feats))
+
+    @torch.no_grad()
+    def itc_scores(self, images: Encoded, texts: Encoded) -> Tensor:
+        """``fp32 [N_images, N_texts]`` cosine similarities of the ITC features."""
+        return images.feat @ texts.feat.t()
+
+    @torch.no_grad()
+    def itm_scores(self, images: Encoded, texts: Encoded) -> Tensor:
+        """``fp32 [N]`` ITM match probability of row ``i``'s image with row ``i``'s text.
+
+        One side may have a single row; it is broadcast to the other's length.
+        """
+        ni, nt = images.states.shape[0], texts.states.shape[0]
+        n = max(ni, nt)
+        if ni not in (1, n) or nt not in (1, n):
+            raise ValueError(f"images and texts must have equal row counts (or one row), got {ni} and {nt}")
+        img = images.states.expand(n, -1, -1) if ni == 1 else images.states
+        txt = texts.states.expand(n, -1, -1) if nt == 1 else texts.states
+        valid = texts.valid.expand(n, -1) if nt == 1 else texts.valid
+        return self.model.itm_logits(img, txt, valid).float().softmax(-1)[:, 1]
+
+    @torch.no_grad()
+    def rank(self, image: Tensor, texts: list[str], *, k: int | None = None) -> tuple[Tensor, Tensor]:
+        """Rank ``texts`` for one ``image [3, H, W]``: ITC, then ITM re-ranking of the top ``k``.
+
+        Returns ``(order long [T], scores fp32 [T])``: candidate indices best first and their scores
+        (ITM probabilities for the re-ranked top ``k``, ITC similarities minus 2 after them).
+        """
+        check_floating("image", image, ndim=3)
+        img = self.encode_images(image[None])
+        txt = self.encode_texts(texts)
+        sim = self.itc_scores(img, txt)[0]
+        k = self.cfg.eval.rerank_k if k is None else k
+        k = min(k, len(texts)) if self.model.student.itm_head is not None else 0
+        scores = sim - 2.0  # cosine in [-1, 1] -> below any probability
+        if k > 0:
+            top = sim.topk(k).indices
+            sub = Encoded(txt.states[top], txt.valid[top], txt.feat[top])
+            scores[top] = self.itm_scores(img, sub)
+        order = scores.argsort(descending=True)
+        return order, scores[order]

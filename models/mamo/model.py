@@ -1,0 +1,528 @@
+"""The MAMO pretraining objective over injected parts.
+
+One training step (:meth:`MAMO.forward`) computes, for a batch of image-caption pairs:
+
+1. **ITC** (ALBEF): student image/text CLS features against the EMA teacher's features of the
+   global batch plus a queue, with momentum distillation (soft targets weighted by ``alpha``).
+2. **ITM** (ALBEF): one hard negative text per image and one hard negative image per text,
+   drawn from the in-batch ITC similarities (same image id excluded); 2-way head on the fusion
+   CLS (the first text state).
+3. One **jointly masked** view (image patches at ``image_ratio``, text tokens at ``text_ratio``)
+   through the student, and the clean pair through the teacher:
+
+   - **MRM** (implicit target): the student's fusion states at the masked image *and* text
+     positions regress the mean of the teacher's top-K fusion layers (each normalised),
+     smooth-L1 or MSE, scaled by ``1/sqrt(D)``. With cross-attention fusion (no image states)
+     only text positions are scored.
+   - **MIM** (explicit target): a light decoder maps the student's states at the image
+     positions (fusion image states for merged fusion; image-encoder states with mask tokens
+     for cross fusion) to the teacher image encoder's layer-normalised patch features, scored
+     at masked patches.
+   - **MLM** (explicit target): masked tokens predicted from the fused text states; optionally
+     distilled from the teacher run on the masked text and the clean image (as ALBEF).
+
+Each loss is switchable and weighted. The teacher (:class:`maskmm.teachers.EMATeacher` of the
+student) holds its weights as buffers, so ``MAMO.parameters()`` never yields them; the training
+loop calls :meth:`MAMO.update_teacher` after the optimizer step.
+
+Choices that are ours (not verified against the paper): described in ``DESIGN.md`` §3 and in
+:class:`MAMOSettings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maskmm._checks import check_floating, check_generator, check_tensor
+from maskmm.losses import (
+    ImageTextContrastive,
+    image_text_matching_loss,
+    latent_regression_loss,
+    masked_token_loss,
+    sample_hard_negatives,
+)
+from maskmm.masking import PatchMasking, TokenMasking, mask_tokens, random_patch_masking
+from maskmm.targets import top_k_layer_targets
+from maskmm.teachers import EMATeacher
+
+__all__ = ["LOSS_NAMES", "MAMO", "MAMOOutput", "MAMOSettings", "MAMOStudent"]
+
+LOSS_NAMES: tuple[str, ...] = ("itc", "itm", "mlm", "mrm", "mim")
+
+
+@dataclass(frozen=True)
+class MAMOSettings:
+    """What :class:`MAMO` computes at every step (built from a config by the builder).
+
+    Attributes:
+        losses: names of the enabled losses, a subset of :data:`LOSS_NAMES`.
+        weights: loss name -> weight (missing names weigh 1).
+        image_ratio, text_ratio: masking ratios of the masked view (MAMO: 0.75 / 0.25).
+        mask_mode: ``"drop"``: masked patches are dropped before the image encoder and mask
+            tokens (+ position) are inserted before fusion; ``"token"``: a mask token replaces
+            them at the encoder input.
+        mask_token_id, vocab_size, special_ids: text masking (80/10/10 with ``mask_prob`` /
+            ``random_prob``); special ids and padding are never masked.
+        mrm_top_k, mrm_layer_norm, mrm_final_norm: MRM target = mean of the top-K teacher
+            fusion layers, each normalised (``"instance"``: over tokens per channel; ``"layer"``:
+            over channels), optional final norm.
+        mrm_kind, mrm_scale_by_dim, mrm_beta: regression loss of MRM.
+        mim_kind, mim_target_norm, mim_scale_by_dim: regression loss of MIM and whether the
+            teacher features are layer-normalised.
+        mlm_distill: distil MLM from the teacher (soft labels, weight ``alpha``).
+        itc_distill: momentum distillation in ITC (soft targets, weight ``alpha``).
+        itc_momentum_keys: ITC keys are the teacher's features of the global batch (ALBEF);
+            ``False``: the online features (gathered with gradient), no distillation.
+        itc_pool: ITC feature from the CLS state (ALBEF) or the mean of the other valid states.
+    """
+
+    losses: tuple[str, ...] = LOSS_NAMES
+    weights: tuple[tuple[str, float], ...] = ()
+    image_ratio: float = 0.75
+    text_ratio: float = 0.25
+    mask_mode: Literal["drop", "token"] = "drop"
+    mask_token_id: int = 3
+    vocab_size: int = 0
+    special_ids: tuple[int, ...] = ()
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    mrm_top_k: int = 2
+    mrm_layer_norm: Literal["instance", "layer", "none"] = "layer"
+    mrm_final_norm: Literal["none", "layer", "instance"] = "none"
+    mrm_kind: Literal["smooth_l1", "mse", "cosine"] = "smooth_l1"
+    mrm_scale_by_dim: bool = True
+    mrm_beta: float = 1.0
+    mim_kind: Literal["smooth_l1", "mse", "cosine"] = "smooth_l1"
+    mim_target_norm: bool = True
+    mim_scale_by_dim: bool = True
+    mlm_distill: bool = False
+    itc_distill: bool = True
+    itc_momentum_keys: bool = True
+    itc_pool: Literal["cls", "mean"] = "cls"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.losses) - set(LOSS_NAMES)
+        if unknown or not self.losses:
+            raise ValueError(f"losses must be a non-empty subset of {LOSS_NAMES}, got {self.losses}")
+        if self.mask_mode not in ("drop", "token"):
+            raise ValueError(f"mask_mode must be 'drop' or 'token', got {self.mask_mode!r}")
+        for name, r in (("image_ratio", self.image_ratio), ("text_ratio", self.text_ratio)):
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {r}")
+        if "mlm" in self.losses and self.vocab_size <= 0:
+            raise ValueError(f"vocab_size must be > 0 when mlm is enabled, got {self.vocab_size}")
+        if self.mrm_top_k < 1:
+            raise ValueError(f"mrm_top_k must be >= 1, got {self.mrm_top_k}")
+
+    def weight(self, name: str) -> float:
+        return dict(self.weights).get(name, 1.0)
+
+    def on(self, name: str) -> bool:
+        return name in self.losses
+
+
+class MAMOOutput(NamedTuple):
+    """Result of one :meth:`MAMO.forward`.
+
+    Attributes:
+        loss: fp32 scalar, the weighted sum of the enabled losses.
+        losses: loss name -> fp32 scalar (unweighted; still attached to the graph).
+        stats: name -> detached fp32 scalar (accuracies, variances, temperature, counts); no
+            host sync has happened.
+    """
+
+    loss: Tensor
+    losses: dict[str, Tensor]
+    stats: dict[str, Tensor]
+
+
+class MAMOStudent(nn.Module):
+    """Container of the trained parts (the teacher copies a subset of them by name).
+
+    Args:
+        vision: image encoder (``maskmm.nn.VisionTransformer`` interface).
+        text: text encoder (``maskmm.nn.TextEncoder`` interface).
+        fusion: ``MergedFusion`` or ``CrossAttentionFusion``.
+        vision_proj, text_proj: ITC projection heads (``None`` without ITC).
+        itm_head: 2-way matching head (``None`` without ITM).
+        mlm_head: masked-token head (``None`` without MLM).
+        mrm_head: regression head on fusion states (``None`` without MRM).
+        mim_decoder: ``PredictionDecoder`` to teacher image features (``None`` without MIM).
+    """
+
+    def __init__(
+        self,
+        *,
+        vision: nn.Module,
+        text: nn.Module,
+        fusion: nn.Module,
+        vision_proj: nn.Module | None = None,
+        text_proj: nn.Module | None = None,
+        itm_head: nn.Module | None = None,
+        mlm_head: nn.Module | None = None,
+        mrm_head: nn.Module | None = None,
+        mim_decoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.text = text
+        self.fusion = fusion
+        self.vision_proj = vision_proj
+        self.text_proj = text_proj
+        self.itm_head = itm_head
+        self.mlm_head = mlm_head
+        self.mrm_head = mrm_head
+        self.mim_decoder = mim_decoder
+
+    def forward(self, *args: object, **kwargs: object) -> None:  # pragma: no cover
+        raise TypeError("MAMOStudent is a container; call MAMO or the parts directly")
+
+
+_REQUIRED = {
+    "itc": ("vision_proj", "text_proj"),
+    "itm": ("itm_head",),
+    "mlm": ("mlm_head",),
+    "mrm": ("mrm_head",),
+    "mim": ("mim_decoder",),
+}
+
+
+class MAMO(nn.Module):
+    """Masked multimodal model pretraining objective (see the module docstring).
+
+    Args:
+        student: the trained parts.
+        settings: which losses and how (:class:`MAMOSettings`).
+        itc: ``maskmm.losses.ImageTextContrastive`` (learnable temperature + queue); required
+            with ITC, and used for the temperature of the hard-negative similarities.
+        ema_decay: float or schedule ``step -> decay`` of the teacher.
+        fp32_shadow: keep fp32 master weights in the teacher (for bf16 students).
+
+    Call :meth:`update_teacher` after each optimizer step.
+    """
+
+    def __init__(
+        self,
+        student: MAMOStudent,
+        settings: MAMOSettings,
+        *,
+        itc: ImageTextContrastive | None = None,
+        ema_decay: object = 0.995,
+        fp32_shadow: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(student, MAMOStudent):
+            raise TypeError(f"student must be a MAMOStudent, got {type(student).__name__}")
+        if not isinstance(settings, MAMOSettings):
+            raise TypeError(f"settings must be a MAMOSettings, got {type(settings).__name__}")
+        for loss, parts in _REQUIRED.items():
+            for part in parts:
+                if settings.on(loss) and getattr(student, part) is None:
+                    raise ValueError(f"loss {loss!r} is enabled but student.{part} is None")
+        if settings.on("itc") and itc is None:
+            raise ValueError("loss 'itc' is enabled but no ImageTextContrastive module was given")
+        self.cross_fusion = not _has_image_states(student.fusion)
+        depth = len(getattr(student.fusion, "layers", ()))
+        if settings.on("mrm") and depth and settings.mrm_top_k > depth:
+            raise ValueError(f"settings.mrm_top_k ({settings.mrm_top_k}) exceeds the fusion depth ({depth})")
+        # Parts no enabled loss uses are frozen, so every trainable parameter receives a gradient
+        # (DistributedDataParallel needs no find_unused_parameters).
+        masked_view = any(settings.on(n) for n in ("mlm", "mrm", "mim"))
+        if not masked_view and getattr(student.vision, "mask_token", None) is not None:
+            student.vision.mask_token.requires_grad_(False)
+        if not masked_view and not settings.on("itm"):
+            student.fusion.requires_grad_(False)
+        self.settings = settings
+        self.student = student
+        self.itc = itc
+        include = ["vision", "text"]
+        if settings.on("mrm") or settings.mlm_distill:
+            include.append("fusion")
+        if settings.on("itc") and settings.itc_momentum_keys:
+            include += ["vision_proj", "text_proj"]
+        if settings.on("mlm") and settings.mlm_distill:
+            include.append("mlm_head")
+        self.teacher = EMATeacher(student, decay=ema_decay, include=include, fp32_shadow=fp32_shadow)
+
+    # ------------------------------------------------------------------ teacher
+
+    @torch.no_grad()
+    def update_teacher(self, step: int) -> None:
+        """EMA update of the teacher; call after the optimizer step of ``step``."""
+        self.teacher.update(step)
+
+    def _teacher(self, name: str) -> nn.Module:
+        return getattr(self.teacher.module, name)
+
+    # ------------------------------------------------------------------ encoders (also for eval)
+
+    def pool_image(self, states: Tensor) -> Tensor:
+        """``[B, D]`` ITC input: the CLS state, or the mean of the patch states (``itc_pool``)."""
+        return states[:, 0] if self.settings.itc_pool == "cls" else states[:, 1:].mean(1)
+
+    def pool_text(self, states: Tensor, valid: Tensor) -> Tensor:
+        """``[B, D]`` ITC input: the CLS state, or the mean of the other valid states."""
+        if self.settings.itc_pool == "cls":
+            return states[:, 0]
+        w = valid.clone()
+        w[:, 0] = False
+        w = w[..., None].to(states.dtype)
+        return (states * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+    def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Student image states ``[B, 1 + N, D]`` and ITC features ``[B, E]`` (``None`` without ITC)."""
+        states = self.student.vision(images).last_hidden
+        proj = self.student.vision_proj
+        return states, (proj(self.pool_image(states)) if proj is not None else None)
+
+    def encode_text(self, input_ids: Tensor, valid: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Student text states ``[B, L, D]`` and ITC features ``[B, E]`` (``None`` without ITC)."""
+        states = self.student.text(input_ids, valid).last_hidden
+        proj = self.student.text_proj
+        return states, (proj(self.pool_text(states, valid)) if proj is not None else None)
+
+    def itm_logits(self, image_states: Tensor, text_states: Tensor, text_valid: Tensor) -> Tensor:
+        """``[B, 2]`` matching logits (index 1 = match) of paired rows."""
+        if self.student.itm_head is None:
+            raise ValueError("this model was built without an ITM head")
+        fused = self.student.fusion(image_states, None, text_states, text_valid)
+        return self.student.itm_head(fused.text[:, 0])
+
+    # ------------------------------------------------------------------ masking
+
+    def mask_batch(
+        self,
+        input_ids: Tensor,
+        text_valid: Tensor,
+        num_patches: int,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[PatchMasking, TokenMasking]:
+        """The joint masking of one step: patches at ``image_ratio``, tokens at ``text_ratio``."""
+        s = self.settings
+        b = input_ids.shape[0]
+        pm = random_patch_masking(b, num_patches, s.image_ratio, device=input_ids.device, generator=generator)
+        tm = mask_tokens(
+            input_ids,
+            text_valid,
+            s.text_ratio,
+            mask_token_id=s.mask_token_id,
+            vocab_size=max(s.vocab_size, 1),
+            special_ids=s.special_ids,
+            mask_prob=s.mask_prob,
+            random_prob=s.random_prob,
+            generator=generator,
+        )
+        return pm, tm
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        images: Tensor,
+        input_ids: Tensor,
+        text_valid: Tensor,
+        image_ids: Tensor | None = None,
+        *,
+        alpha: float = 0.4,
+        generator: torch.Generator | None = None,
+    ) -> MAMOOutput:
+        """One pretraining step's losses.
+
+        Args:
+            images: ``[B, 3, H, W]`` float.
+            input_ids: ``long [B, L]`` token ids (CLS first).
+            text_valid: ``bool [B, L]``, ``True`` = real token (attention key validity).
+            image_ids: ``long [B]`` image ids: pairs sharing an id are positives of each other in
+                ITC and never hard negatives in ITM. ``None`` = every pair distinct.
+            alpha: distillation weight of ITC soft targets (and MLM distillation), in ``[0, 1]``.
+            generator: RNG of the masking and the hard-negative draws.
+        """
+        s = self.settings
+        check_floating("images", images, ndim=4)
+        b = images.shape[0]
+        check_tensor("input_ids", input_ids, shape=(b, None), dtype=torch.long, device=images.device)
+        check_tensor(
+            "text_valid", text_valid, shape=tuple(input_ids.shape), dtype=torch.bool, device=images.device
+        )
+        if image_ids is not None:
+            check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long, device=images.device)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be a float in [0, 1], got {alpha!r}")
+        check_generator("generator", generator, images.device)
+        if s.on("itm") and b < 2:
+            raise ValueError(
+                f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}"
+            )
+
+        st = self.student
+        losses: dict[str, Tensor] = {}
+        stats: dict[str, Tensor] = {}
+
+        # ---------------- teacher on the clean pair (no grad)
+        with torch.no_grad():
+            t_img = self._teacher("vision")(images).last_hidden  # [B, 1+N, D]
+            t_txt = self._teacher("text")(input_ids, text_valid).last_hidden
+            t_layers: tuple = ()
+            if s.on("mrm"):
+                fusion_t = self._teacher("fusion")
+                k = s.mrm_top_k
+                depth = len(fusion_t.layers)
+                t_layers = fusion_t(
+                    t_img, None, t_txt, text_valid, return_layers=list(range(depth - k, depth))
+                ).hidden_states
+
+        # ---------------- clean student pass: ITC + ITM
+        if s.on("itc") or s.on("itm"):
+            img = st.vision(images).last_hidden
+            txt = st.text(input_ids, text_valid).last_hidden
+            img_feat = txt_feat = None
+            if s.on("itc"):
+                img_feat = st.vision_proj(self.pool_image(img))
+                txt_feat = st.text_proj(self.pool_text(txt, text_valid))
+                if s.itc_momentum_keys:
+                    with torch.no_grad():
+                        img_feat_m = self._teacher("vision_proj")(self.pool_image(t_img))
+                        txt_feat_m = self._teacher("text_proj")(self.pool_text(t_txt, text_valid))
+                    out = self.itc(
+                        img_feat,
+                        txt_feat,
+                        image_feat_m=img_feat_m,
+                        text_feat_m=txt_feat_m,
+                        image_ids=image_ids,
+                        alpha=float(alpha) if s.itc_distill else 0.0,
+                    )
+                else:
+                    out = self.itc(img_feat, txt_feat, image_ids=image_ids)
+                losses["itc"] = out.loss
+                stats.update({f"itc/{k}": v for k, v in out.stats.items()})
+            if s.on("itm"):
+                losses["itm"], itm_stats = self._itm(
+                    img, txt, text_valid, img_feat, txt_feat, image_ids, generator
+                )
+                stats.update(itm_stats)
+
+        # ---------------- jointly masked view: MLM, MRM, MIM
+        if s.on("mlm") or s.on("mrm") or s.on("mim"):
+            n_patches = t_img.shape[1] - 1
+            pm, tm = self.mask_batch(input_ids, text_valid, n_patches, generator=generator)
+            if s.mask_mode == "drop":
+                kept = st.vision(images, masking=pm, mask_mode="drop").last_hidden
+                v_full = st.vision.insert_mask_tokens(kept, pm, grid_size=_grid(st.vision, images))
+            else:
+                v_full = st.vision(images, masking=pm, mask_mode="token").last_hidden
+            t_masked = st.text(tm.input_ids, text_valid).last_hidden
+            fused = st.fusion(v_full, None, t_masked, text_valid)
+            stats["mask/image_masked"] = pm.mask.float().sum(1).mean()
+            stats["mask/text_masked"] = tm.mask.float().sum(1).mean()
+
+            if s.on("mlm"):
+                soft = None
+                if s.mlm_distill and alpha > 0:
+                    soft = self._mlm_soft_targets(t_img, tm, text_valid)
+                out = masked_token_loss(
+                    fused.text,
+                    tm.labels,
+                    st.mlm_head,
+                    soft_targets=soft,
+                    soft_targets_are_logits=True,
+                    alpha=float(alpha) if soft is not None else 0.0,
+                )
+                losses["mlm"] = out.loss
+                stats.update({f"mlm/{k}": v for k, v in out.stats.items()})
+
+            if s.on("mrm"):
+                target_layers = [
+                    h.text if self.cross_fusion else torch.cat([h.image[:, 1:], h.text], dim=1)
+                    for h in t_layers
+                ]
+                if self.cross_fusion:
+                    states, mask, valid = fused.text, tm.mask, text_valid
+                else:
+                    states = torch.cat([fused.image[:, 1:], fused.text], dim=1)
+                    mask = torch.cat([pm.mask, tm.mask], dim=1)
+                    valid = torch.cat([torch.ones_like(pm.mask), text_valid], dim=1)
+                target = top_k_layer_targets(
+                    target_layers,
+                    len(target_layers),
+                    layer_norm=s.mrm_layer_norm,
+                    final_norm=s.mrm_final_norm,
+                    valid=valid,
+                )
+                pred = st.mrm_head(states)
+                out = latent_regression_loss(
+                    pred, target, mask, kind=s.mrm_kind, scale_by_dim=s.mrm_scale_by_dim, beta=s.mrm_beta
+                )
+                losses["mrm"] = out.loss
+                stats.update({f"mrm/{k}": v for k, v in out.stats.items()})
+
+            if s.on("mim"):
+                src = v_full[:, 1:] if self.cross_fusion else fused.image[:, 1:]
+                pred = st.mim_decoder(src)
+                target = t_img[:, 1:].float()
+                if s.mim_target_norm:
+                    target = F.layer_norm(target, target.shape[-1:])
+                out = latent_regression_loss(
+                    pred, target, pm.mask, kind=s.mim_kind, scale_by_dim=s.mim_scale_by_dim
+                )
+                losses["mim"] = out.loss
+                stats.update({f"mim/{k}": v for k, v in out.stats.items()})
+
+        total = sum(s.weight(k) * v.float() for k, v in losses.items())
+        for k, v in losses.items():
+            stats[f"loss_{k}"] = v.detach().float()
+        return MAMOOutput(total, losses, stats)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _itm(
+        self,
+        img: Tensor,
+        txt: Tensor,
+        text_valid: Tensor,
+        img_feat: Tensor | None,
+        txt_feat: Tensor | None,
+        image_ids: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        b = img.shape[0]
+        with torch.no_grad():
+            if img_feat is not None:
+                temp = self.itc.temp.detach().float() if self.itc is not None else 0.07
+                sim_i2t = img_feat.detach().float() @ txt_feat.detach().float().t() / temp
+            else:  # without ITC features: uniform draws among valid negatives
+                sim_i2t = torch.zeros(b, b, device=img.device)
+            negs = sample_hard_negatives(
+                sim_i2t, sim_i2t.t(), image_ids, generator=generator, return_flags=True
+            )
+        img_all = torch.cat([img, img, img[negs.image_idx]], dim=0)
+        txt_all = torch.cat([txt, txt[negs.text_idx], txt], dim=0)
+        valid_all = torch.cat([text_valid, text_valid[negs.text_idx], text_valid], dim=0)
+        fused = self.student.fusion(img_all, None, txt_all, valid_all)
+        logits = self.student.itm_head(fused.text[:, 0])
+        out = image_text_matching_loss(logits, valid=negs.pair_valid())
+        return out.loss, {f"itm/{k}": v for k, v in out.stats.items()}
+
+    @torch.no_grad()
+    def _mlm_soft_targets(self, t_img: Tensor, tm: TokenMasking, text_valid: Tensor) -> Tensor:
+        """Teacher logits ``[M, V]`` at the masked text positions (masked text, clean image)."""
+        t_txt = self._teacher("text")(tm.input_ids, text_valid).last_hidden
+        fused = self._teacher("fusion")(t_img, None, t_txt, text_valid)
+        return self._teacher("mlm_head")(fused.text[tm.labels != -100]).float()
+
+
+def _has_image_states(fusion: nn.Module) -> bool:
+    """Merged (single-stream) fusions return image states; cross-attention fusions do not."""
+    from maskmm.nn import CrossAttentionFusion
+
+    return not isinstance(fusion, CrossAttentionFusion)
+
+
+def _grid(vision: nn.Module, images: Tensor) -> tuple[int, int]:
+    p = vision.config.patch_size
+    return images.shape[-2] // p, images.shape[-1] // p

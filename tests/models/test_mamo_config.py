@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from maskmm.models.mamo.config import (
+    MAMOConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+    preset_path,
+)
+
+
+@pytest.mark.parametrize("name", ["tiny", "base"])
+def test_presets_load_and_cover_every_field(name):
+    import yaml
+
+    cfg = load_config(name)
+    assert cfg.name == name
+    with open(preset_path(name)) as f:
+        raw = yaml.safe_load(f)
+    # a preset spells out every field, so copying it gives a complete, editable file
+    full = config_to_dict(MAMOConfig())
+    for section, values in full.items():
+        if isinstance(values, dict):
+            assert set(raw[section]) == set(values), section
+
+
+def test_defaults_match_design():
+    cfg = load_config("tiny")
+    assert (cfg.masking.image_ratio, cfg.masking.text_ratio) == (0.75, 0.25)
+    assert cfg.ema.decay == 0.995 and cfg.itc.temperature == 0.07 and cfg.itc.alpha == 0.4
+    assert all(getattr(cfg.losses, n) for n in ("itc", "itm", "mlm", "mrm", "mim"))
+    assert cfg.eval.num_candidates == 1000
+
+
+def test_overrides_parse_types():
+    cfg = load_config(
+        "tiny",
+        [
+            "train.steps=17",
+            "optim.lr=3e-4",
+            "losses.mrm=false",
+            "model.fusion=cross",
+            "eval.splits=[heldout]",
+            "masking.mode=token",
+            "optim.weight_decay=0",
+        ],
+    )
+    assert cfg.train.steps == 17 and cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.losses.mrm is False and cfg.model.fusion == "cross" and cfg.masking.mode == "token"
+    assert cfg.eval.splits == ["heldout"] and isinstance(cfg.optim.weight_decay, float)
+
+
+@pytest.mark.parametrize(
+    ("override", "exc", "match"),
+    [
+        ("train.stepz=3", ValueError, "stepz"),
+        ("nosection.x=1", ValueError, "nosection"),
+        ("train=3", ValueError, "train"),
+        ("train.steps=abc", TypeError, "train.steps"),
+        ("train.steps=1.5", TypeError, "train.steps"),
+        ("losses.itc=maybe", TypeError, "losses.itc"),
+        ("model.fusion=coattn", ValueError, "model.fusion"),
+        ("masking.image_ratio=1.0", ValueError, "masking.image_ratio"),
+        ("masking.text_ratio=-0.1", ValueError, "masking.text_ratio"),
+        ("itc.temperature=0.9", ValueError, "itc.temperature"),
+        ("model.patch_size=7", ValueError, "model.image_size"),
+        ("model.vision_heads=3", ValueError, "model.vision_heads"),
+        ("losses.mrm_top_k=9", ValueError, "losses.mrm_top_k"),
+        ("train.grad_accum=5", ValueError, "train.grad_accum"),
+        ("data.image_size=96", ValueError, "data.image_size"),
+        ("ema.schedule=cosine", ValueError, "ema.anneal_steps"),
+        ("noequals", ValueError, "section.field=value"),
+    ],
+)
+def test_override_errors_name_the_field(override, exc, match):
+    with pytest.raises(exc, match=match):
+        load_config("tiny", [override])
+
+
+def test_all_losses_off_is_an_error():
+    offs = [f"losses.{n}=false" for n in ("itc", "itm", "mlm", "mrm", "mim")]
+    with pytest.raises(ValueError, match="every loss off"):
+        load_config("tiny", offs)
+
+
+def test_unknown_preset_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config("huge")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_dump_and_reload_yaml_roundtrip(tmp_path):
+    cfg = load_config("tiny", ["train.steps=5", "eval.splits=[val]"])
+    dump_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_partial_yaml_uses_defaults(tmp_path):
+    (tmp_path / "p.yaml").write_text("train:\n  steps: 3\nlosses:\n  mim: false\n")
+    cfg = load_config(tmp_path / "p.yaml")
+    assert cfg.train.steps == 3 and cfg.losses.mim is False
+    assert cfg.model == dataclasses.replace(MAMOConfig().model)
+
+
+def test_apply_overrides_creates_sections():
+    data = apply_overrides({}, ["ema.decay=0.99", "train.seed=4"])
+    assert data == {"ema": {"decay": 0.99}, "train": {"seed": 4}}
