@@ -366,7 +366,10 @@ def run_case(
         "backend": variant.name,
         "dtype": str(dtype).replace("torch.", ""),
     }
-    attn = variant.prepare(q, k, v, mask if variant.uses_mask else None)
+    try:
+        attn = variant.prepare(q, k, v, mask if variant.uses_mask else None)
+    except Exception as exc:  # a peer that cannot even be set up is reported, not fatal
+        attn = f"setup failed: {type(exc).__name__}: {exc}"[:300]
     if isinstance(attn, str):
         return [{**base, "direction": d, "skipped": attn} for d in DIRECTIONS]
     m = mask if variant.uses_mask else None
@@ -434,6 +437,12 @@ def environment(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def _is_fatal(row: dict[str, Any]) -> bool:
+    """A CUDA error (illegal address, launch failure) poisons the context: stop the process."""
+    msg = row.get("skipped", "")
+    return "CUDA error" in msg or "illegal memory access" in msg or "unspecified launch failure" in msg
+
+
 def run(
     cases: Sequence[Case],
     variants: Sequence[Variant],
@@ -444,10 +453,44 @@ def run(
     memory: Callable[[Callable[[], Any], torch.device], float | None] = peak_memory_mb,
     copy_bytes: int = 1 << 30,
     log: Callable[[str], None] | None = None,
+    deadline: float | None = None,
+    on_case: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Time every (case, variant) pair and the copy bandwidth; returns the JSON payload."""
-    rows: list[dict[str, Any]] = []
+    """Time every (case, variant) pair and the copy bandwidth; returns the JSON payload.
+
+    ``deadline`` (a ``time.monotonic()`` value): cases not started by then are reported as
+    skipped. ``on_case(payload)`` is called after every case with the rows so far, so a run cut
+    short still leaves its results. A CUDA error ends the run (the context is unusable after it).
+    ``copy_bytes=0`` skips the bandwidth measurement.
+    """
+    payload: dict[str, Any] = {
+        "environment": environment(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "copy_bandwidth": copy_bandwidth(timer, device, copy_bytes) if copy_bytes > 0 else None,
+        "results": [],
+    }
+    rows: list[dict[str, Any]] = payload["results"]
+    fatal = None
     for case in cases:
+        if fatal is not None or (deadline is not None and time.monotonic() > deadline):
+            why = fatal or "time budget of this run exhausted"
+            for variant in variants:
+                rows.extend(
+                    {
+                        "case": case.name,
+                        "backend": variant.name,
+                        "dtype": payload["dtype"],
+                        "direction": d,
+                        "shape": case.shape(),
+                        "skipped": why,
+                    }
+                    for d in DIRECTIONS
+                )
+            continue
+        if device.type == "cuda":
+            # Compiled FlexAttention recompiles for each new shape; start every case from an empty
+            # dynamo cache so no case runs into the recompile limit (and silently runs un-fused).
+            torch._dynamo.reset()
         for variant in variants:
             new = run_case(case, variant, device=device, dtype=dtype, timer=timer, memory=memory)
             rows.extend(new)
@@ -455,51 +498,146 @@ def run(
                 for r in new:
                     msg = r.get("skipped") or f"{r['median_ms']:.3f} ms"
                     log(f"{case.name:14s} {variant.name:22s} {r['direction']:8s} {msg}")
+            if any(_is_fatal(r) for r in new):
+                fatal = f"not run: an earlier CUDA error ({case.name} / {variant.name})"
+                break
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    payload = {
-        "environment": environment(device),
-        "dtype": str(dtype).replace("torch.", ""),
-        "copy_bandwidth": copy_bandwidth(timer, device, copy_bytes),
-        "results": rows,
-    }
+        if on_case is not None:
+            on_case(payload)
+    payload["targets"] = check_targets(payload)
     return payload
+
+
+def _row(payload: dict[str, Any], case: str, backend: str, direction: str) -> dict[str, Any] | None:
+    for r in payload["results"]:
+        same = (r["case"], r["backend"], r["direction"]) == (case, backend, direction)
+        if same and "median_ms" in r and r.get("dtype", payload.get("dtype")) == payload.get("dtype"):
+            return r
+    return None
+
+
+# (case, direction, maskmm backend, peer, largest allowed time ratio maskmm / peer)
+TIME_TARGETS = (
+    ("vit_b_drop25", "fwd_bwd", "maskmm-triton", "flex-compiled", 0.75),
+    ("vit_b_drop25", "fwd_bwd", "maskmm-triton", "sdpa-cudnn-nomask", 1.0),
+    ("bert_text", "fwd_bwd", "maskmm-triton", "flex-compiled", 0.75),
+    ("bert_text", "fwd_bwd", "maskmm-triton", "sdpa-efficient-mask", 0.5),
+    ("merged_fusion", "fwd_bwd", "maskmm-triton", "flex-compiled", 0.75),
+    ("merged_fusion", "fwd_bwd", "maskmm-triton", "sdpa-efficient-mask", 0.5),
+)
+COPY_TARGET = ("cross_t2i", "maskmm-triton", 0.6)  # fraction of the measured copy bandwidth
+
+
+def check_targets(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's performance targets evaluated on ``payload`` (``met`` is None when a side is missing)."""
+    out = []
+    for case, direction, ours, peer, limit in TIME_TARGETS:
+        a, b = _row(payload, case, ours, direction), _row(payload, case, peer, direction)
+        ratio = None if a is None or b is None else a["median_ms"] / b["median_ms"]
+        out.append(
+            {
+                "case": case,
+                "direction": direction,
+                "target": f"{ours} <= {limit:g} x {peer}",
+                "value": ratio,
+                "met": None if ratio is None else ratio <= limit,
+            }
+        )
+    case, ours, frac = COPY_TARGET
+    copy = payload.get("copy_bandwidth")
+    for direction in DIRECTIONS:
+        r = _row(payload, case, ours, direction)
+        value = None if r is None or not copy else r["gbps"] / copy["gbps"]
+        out.append(
+            {
+                "case": case,
+                "direction": direction,
+                "target": f"{ours} GB/s >= {frac:g} x copy bandwidth",
+                "value": value,
+                "met": None if value is None else value >= frac,
+            }
+        )
+    return out
+
+
+def merge_payloads(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the rows of ``old`` that it does not re-measure (same case, backend, dtype, direction)."""
+    key = lambda r: (r["case"], r["backend"], r.get("dtype"), r["direction"])
+    fresh = {key(r) for r in new["results"]}
+    merged = dict(new)
+    merged["results"] = [r for r in old.get("results", []) if key(r) not in fresh] + list(new["results"])
+    if not merged.get("copy_bandwidth"):
+        merged["copy_bandwidth"] = old.get("copy_bandwidth")
+    merged["targets"] = []
+    for dtype in sorted({r.get("dtype") for r in merged["results"]} - {None}):
+        merged["targets"] += [{**t, "dtype": dtype} for t in check_targets({**merged, "dtype": dtype})]
+    return merged
 
 
 def markdown_table(payload: dict[str, Any]) -> str:
     env = payload["environment"]
+    copy = payload.get("copy_bandwidth")
+    copy_text = f"{copy['gbps']:.0f} GB/s" if copy else "not measured"
     lines = [
-        f"# Masked attention on {env.get('device_name')} ({payload['dtype']})",
+        f"# Masked attention on {env.get('device_name')}",
         "",
-        f"torch {env.get('torch')}, triton {env.get('triton')}, {env.get('date')}. "
-        f"Copy bandwidth: {payload['copy_bandwidth']['gbps']:.0f} GB/s.",
+        f"torch {env.get('torch')}, triton {env.get('triton')}, CUDA {env.get('cuda')}, {env.get('date')}. "
+        f"Copy bandwidth: {copy_text}.",
         "",
-        "| case | backend | dir | median ms | p20-p80 ms | dense TFLOP/s | useful TFLOP/s | GB/s "
+        "| case | backend | dtype | dir | median ms | p20-p80 ms | dense TFLOP/s | useful TFLOP/s | GB/s "
         "| peak MiB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in payload["results"]:
         if "skipped" in r:
             continue
         peak = "-" if r.get("peak_mem_mb") is None else f"{r['peak_mem_mb']:.0f}"
         lines.append(
-            f"| {r['case']} | {r['backend']} | {r['direction']} | {r['median_ms']:.3f} | "
-            f"{r['p20_ms']:.3f}-{r['p80_ms']:.3f} | {r['dense_tflops']:.1f} | {r['useful_tflops']:.1f} | "
-            f"{r['gbps']:.0f} | {peak} |"
+            f"| {r['case']} | {r['backend']} | {r.get('dtype', payload.get('dtype'))} | {r['direction']} | "
+            f"{r['median_ms']:.3f} | {r['p20_ms']:.3f}-{r['p80_ms']:.3f} | {r['dense_tflops']:.1f} | "
+            f"{r['useful_tflops']:.1f} | {r['gbps']:.0f} | {peak} |"
         )
+    targets = payload.get("targets") or []
+    if targets:
+        lines += [
+            "",
+            "Targets:",
+            "",
+            "| case | dtype | dir | target | value | met |",
+            "|---|---|---|---|---:|---|",
+        ]
+        for t in targets:
+            value = "-" if t["value"] is None else f"{t['value']:.2f}"
+            met = {None: "n/a", True: "yes", False: "no"}[t["met"]]
+            dtype = t.get("dtype", payload.get("dtype"))
+            lines.append(f"| {t['case']} | {dtype} | {t['direction']} | {t['target']} | {value} | {met} |")
     skipped = [r for r in payload["results"] if "skipped" in r and r["direction"] == "fwd"]
     if skipped:
         lines += ["", "Not run:", ""]
-        lines += [f"- {r['case']} / {r['backend']}: {r['skipped']}" for r in skipped]
+        lines += [f"- {r['case']} / {r['backend']} ({r.get('dtype', '')}): {r['skipped']}" for r in skipped]
     return "\n".join(lines) + "\n"
 
 
-def write_results(payload: dict[str, Any], out_dir: Path | str = RESULTS_DIR) -> tuple[Path, Path]:
-    """Write ``attention-<device-slug>.json`` and ``.md`` into ``out_dir``; return both paths."""
+def result_paths(device_name: str, out_dir: Path | str = RESULTS_DIR) -> tuple[Path, Path]:
+    stem = f"attention-{device_slug(device_name)}"
+    out = Path(out_dir)
+    return out / f"{stem}.json", out / f"{stem}.md"
+
+
+def write_results(
+    payload: dict[str, Any], out_dir: Path | str = RESULTS_DIR, *, merge: bool = False
+) -> tuple[Path, Path]:
+    """Write ``attention-<device-slug>.json`` and ``.md`` into ``out_dir``; return both paths.
+
+    With ``merge``, rows already in an existing JSON file that this payload does not re-measure
+    are kept (several runs, e.g. one per dtype or per case, build one table).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"attention-{device_slug(str(payload['environment'].get('device_name', 'unknown')))}"
-    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path, md_path = result_paths(str(payload["environment"].get("device_name", "unknown")), out)
+    if merge and json_path.exists():
+        payload = merge_payloads(json.loads(json_path.read_text()), payload)
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(markdown_table(payload))
     return json_path, md_path
@@ -512,8 +650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--copy-mib", type=int, default=1024, help="size of the bandwidth copy")
+    parser.add_argument("--copy-mib", type=int, default=1024, help="size of the bandwidth copy (0 = skip)")
     parser.add_argument("--out-dir", default=str(RESULTS_DIR))
+    parser.add_argument("--merge", action="store_true", help="keep rows of an existing result file")
+    parser.add_argument(
+        "--time-budget", type=float, default=None, help="seconds; cases not started by then are skipped"
+    )
     parser.add_argument("--allow-cpu", action="store_true", help="run on CPU (smoke test; wall-clock timer)")
     parser.add_argument("--scale-down", action="store_true", help="use small shapes (implied on CPU)")
     args = parser.parse_args(argv)
@@ -542,13 +684,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown backends {sorted(unknown)}; choose from {[v.name for v in variants]}")
         variants = [v for v in variants if v.name in args.backends]
     dtype = getattr(torch, args.dtype)
-    copy_bytes = args.copy_mib << 20 if device.type == "cuda" else 1 << 20
+    copy_bytes = args.copy_mib << 20 if device.type == "cuda" else min(args.copy_mib, 1) << 20
+    deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
     with contextlib.suppress(AttributeError):
         torch.backends.cuda.matmul.allow_tf32 = True
-    payload = run(cases, variants, device=device, dtype=dtype, timer=timer, copy_bytes=copy_bytes, log=print)
-    json_path, md_path = write_results(payload, args.out_dir)
+    # Incremental writes: each finished case is on disk, merged with what the file held before
+    # (without --merge the file is started afresh).
+
+    def save(payload: dict[str, Any]) -> None:
+        write_results({**payload, "targets": check_targets(payload)}, args.out_dir, merge=True)
+
+    if not args.merge:
+        json_path, _ = result_paths(environment(device).get("device_name", "unknown"), args.out_dir)
+        if json_path.exists():
+            json_path.unlink()
+    payload = run(
+        cases,
+        variants,
+        device=device,
+        dtype=dtype,
+        timer=timer,
+        copy_bytes=copy_bytes,
+        log=lambda m: print(m, flush=True),
+        deadline=deadline,
+        on_case=save,
+    )
+    json_path, md_path = write_results(payload, args.out_dir, merge=True)
     print(f"wrote {json_path} and {md_path}")
-    return 0
+    fatal = any(
+        _is_fatal(r) or str(r.get("skipped", "")).startswith("not run: an earlier CUDA")
+        for r in payload["results"]
+    )
+    return 3 if fatal else 0
 
 
 if __name__ == "__main__":

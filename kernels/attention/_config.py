@@ -1,8 +1,11 @@
 """Block sizes, warps and pipeline stages of the attention kernels.
 
 Tabulated per pass, per head-dim bucket (padded head dim 16/32/64/128) and per GPU
-generation (sm90 = Hopper, sm80 = Ampere data-centre, ``other`` = anything else,
+generation (sm90 = Hopper and data-centre Blackwell, sm80 = A100, ``other`` = anything else,
 including consumer parts with ~100 KB of shared memory and the CPU interpreter).
+Every sm80/sm90 entry is checked ahead of time by ``benchmarks/kernel_compile_check.py``
+(compiles for both targets without a GPU: no register spills, shared memory within the
+limit, ``wgmma`` and ``cp.async`` pipelining on sm90).
 fp32 inputs halve both block sizes (tiles take twice the shared memory).
 Blocks are clamped to the (power-of-two rounded) sequence lengths so short
 sequences do not compute empty tiles.
@@ -13,6 +16,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+from ._validate import device_capability
 
 __all__ = ["KernelConfig", "pick_config"]
 
@@ -43,13 +48,12 @@ _TABLE: dict[tuple[str, str], dict[int, tuple[int, int, int, int]]] = {
 def _arch(device: torch.device) -> str:
     if device.type != "cuda":
         return "other"
-    major, _ = torch.cuda.get_device_capability(device)
-    if major >= 9:
+    major, minor = device_capability(device)
+    if major in (9, 10):  # Hopper, data-centre Blackwell: ~227 KB shared memory per block
         return "sm90"
-    if major == 8:
-        # sm86/sm89 have ~100 KB shared memory per block; sm80 has 164 KB.
-        minor = torch.cuda.get_device_capability(device)[1]
-        return "sm80" if minor == 0 else "other"
+    if (major, minor) == (8, 0):  # A100: 163 KB
+        return "sm80"
+    # sm86/sm89 and consumer Blackwell (sm120) have ~100 KB: the sm90 tiles would not fit.
     return "other"
 
 

@@ -25,7 +25,6 @@ __all__ = [
     "backward",
     "dropout_keep_mask",
     "forward",
-    "last_true_plus_one",
     "unit_last_stride",
 ]
 
@@ -62,18 +61,6 @@ class AttnProblem:
 def unit_last_stride(t: Tensor) -> Tensor:
     """``t`` itself when its last dim has stride 1 (or size 1), else a contiguous copy."""
     return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
-
-
-def last_true_plus_one(mask: Tensor) -> Tensor:
-    """int32 ``[B]``: index of the last ``True`` per row plus one (0 for an all-``False`` row).
-
-    Vectorised, no host sync.
-    """
-    b, length = mask.shape
-    if length == 0:
-        return torch.zeros(b, dtype=torch.int32, device=mask.device)
-    pos = torch.arange(1, length + 1, device=mask.device, dtype=torch.int32)
-    return (mask.to(torch.int32) * pos).amax(dim=1).to(torch.int32)
 
 
 def _strides(t: Tensor, varlen: bool) -> tuple[int, int, int]:

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_HEAD_DIM",
     "SUPPORTED_DTYPES",
     "Problem",
+    "device_capability",
     "interpreting",
     "padded_problems",
     "raise_first",
@@ -36,17 +37,36 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
+_CACHE: dict[object, object] = {}  # plain dict (not lru_cache): torch.compile traces through it quietly
+
+
+def _triton_installed() -> bool:
+    # find_spec touches the file system: look once per process, not on every call.
+    if "triton" not in _CACHE:
+        _CACHE["triton"] = importlib.util.find_spec("triton") is not None
+    return bool(_CACHE["triton"])
+
+
+def device_capability(device: torch.device) -> tuple[int, int]:
+    """CUDA compute capability of ``device`` (cached per device index; no device work)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = ("capability", index)
+    if key not in _CACHE:
+        _CACHE[key] = tuple(torch.cuda.get_device_capability(index))
+    return _CACHE[key]  # type: ignore[return-value]
+
+
 def _shape(t: Tensor) -> list[int]:
     return list(t.shape)
 
 
 def _environment_problems(q: Tensor) -> list[Problem]:
     out: list[Problem] = []
-    if importlib.util.find_spec("triton") is None:
+    if not _triton_installed():
         out.append((RuntimeError, "triton is not installed"))
         return out
     if q.device.type == "cuda":
-        if q.dtype == torch.bfloat16 and torch.cuda.get_device_capability(q.device)[0] < 8:
+        if q.dtype == torch.bfloat16 and device_capability(q.device)[0] < 8:
             out.append(
                 (TypeError, "q is bfloat16, which the kernel supports on compute capability >= 8.0 only")
             )

@@ -14,7 +14,13 @@ from torch import Tensor
 
 from ._validate import interpreting, padded_problems, raise_first, varlen_problems
 
-__all__ = ["attention_dropout_mask", "flash_attention", "flash_attention_varlen"]
+__all__ = [
+    "attention_dropout_mask",
+    "attention_with_bounds",
+    "flash_attention",
+    "flash_attention_varlen",
+    "last_true_plus_one",
+]
 
 _INT32_MAX = 2**31 - 1
 
@@ -95,7 +101,6 @@ def flash_attention(
         )
     )
     _check_blocks(block_m, block_n)
-    b, h, lq, d = q.shape
     lk = k.shape[2]
     if (
         check_values
@@ -107,20 +112,77 @@ def flash_attention(
         raise ValueError(
             f"key_lengths must lie in [0, {lk}] (k has shape {list(k.shape)}), got {key_lengths}"
         )
-
-    from ._autograd import FlashAttentionFn
-    from ._launch import AttnProblem, last_true_plus_one, unit_last_stride
-
-    device = q.device
     if key_lengths is not None:
         k_bound = key_lengths.clamp(0, lk).to(torch.int32)
     elif key_valid is not None:
         k_bound = last_true_plus_one(key_valid)
     else:
+        k_bound = None
+    return attention_with_bounds(
+        q,
+        k,
+        v,
+        k_bound=k_bound,
+        q_bound=None if query_valid is None else last_true_plus_one(query_valid),
+        key_valid=key_valid,
+        query_valid=query_valid,
+        scale=scale,
+        dropout_p=float(dropout_p),
+        seed=seed,
+        block_m=block_m,
+        block_n=block_n,
+    )
+
+
+def last_true_plus_one(mask: Tensor) -> Tensor:
+    """int32 ``[B]``: index of the last ``True`` per row plus one (0 for an all-``False`` row).
+
+    Vectorised, no host sync.
+    """
+    b, length = mask.shape
+    if length == 0:
+        return torch.zeros(b, dtype=torch.int32, device=mask.device)
+    pos = torch.arange(1, length + 1, device=mask.device, dtype=torch.int32)
+    return (mask.to(torch.int32) * pos).amax(dim=1).to(torch.int32)
+
+
+def attention_with_bounds(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    k_bound: Tensor | None,
+    q_bound: Tensor | None,
+    key_valid: Tensor | None,
+    query_valid: Tensor | None,
+    scale: float | None,
+    dropout_p: float,
+    seed: int | None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> Tensor:
+    """:func:`flash_attention` after validation, with the per-sample loop bounds precomputed.
+
+    For callers that validated the inputs already (``triton_unsupported_reasons`` is empty) and
+    reuse the bounds across calls (``maskmm.attention`` caches them on the batch's mask, so the
+    layers of an encoder pay neither the checks nor the bound computation again).
+
+    Args:
+        k_bound: int32 ``[B]``: keys at or beyond are never read (``None`` = ``Lk``). Values above
+            ``Lk`` act as ``Lk``, values ``<= 0`` as "no valid key".
+        q_bound: int32 ``[B]``: queries at or beyond output zeros (``None`` = ``Lq``).
+        key_valid, query_valid: bool masks (``None`` = every key / query below its bound is valid).
+        seed: dropout seed, ``None`` draws one from torch's default CPU generator (no device sync).
+    """
+    from ._autograd import FlashAttentionFn
+    from ._launch import AttnProblem, unit_last_stride
+
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    device = q.device
+    if k_bound is None:
         k_bound = torch.full((b,), lk, dtype=torch.int32, device=device)
-    if query_valid is not None:
-        q_bound = last_true_plus_one(query_valid)
-    else:
+    if q_bound is None:
         q_bound = torch.full((b,), lq, dtype=torch.int32, device=device)
     problem = AttnProblem(
         varlen=False,

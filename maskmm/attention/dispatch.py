@@ -2,10 +2,15 @@
 
 ``backend="auto"`` picks, in order, the first backend able to run the call:
 
-- CUDA: ``triton`` (maskmm's fused kernel) > ``flex`` (compiled FlexAttention; only when a
-  mask is given, since without one SDPA's flash kernel is faster) > ``sdpa``;
+- CUDA with a mask: ``triton`` (maskmm's fused kernel: skips padded key/query tiles) > ``sdpa``;
+- CUDA without a mask: ``sdpa`` (nothing to skip, and SDPA's cuDNN / flash kernels are the
+  fastest dense kernels, dispatched from C++ with less host overhead);
 - any other device (CPU): ``sdpa``;
 - ``reference`` if none of them can.
+
+``flex`` is never picked automatically: compiled FlexAttention specialises on shapes, so every
+new sequence length recompiles (seconds), and past ``torch._dynamo``'s recompile limit it runs
+un-fused; ask for it by name where shapes are fixed.
 
 An explicitly named backend that cannot run the call raises ``ValueError`` listing every
 reason. :func:`explain` returns the reasons of every backend; :func:`available_backends`
@@ -38,9 +43,10 @@ BACKEND_NAMES = ("auto", "triton", "flex", "sdpa", "xformers", "reference")
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _auto_order(q: Tensor, mask: AttentionMask | None) -> tuple[str, ...]:
-    if q.device.type == "cuda":
-        return ("triton", "flex", "sdpa") if mask is not None else ("triton", "sdpa")
+def _auto_order(device_type: str, masked: bool) -> tuple[str, ...]:
+    """Backends ``auto`` tries, in order (see the module docs for why)."""
+    if device_type == "cuda":
+        return ("triton", "sdpa") if masked else ("sdpa",)
     return ("sdpa",)
 
 
@@ -144,7 +150,7 @@ def select_backend(
         if reasons:
             raise ValueError(f"attention backend {backend!r} cannot run this call: " + "; ".join(reasons))
         return chosen
-    for name in _auto_order(q, mask):
+    for name in _auto_order(q.device.type, mask is not None):
         candidate = BACKENDS[name]
         if not candidate.unsupported_reasons(q, k, v, mask, dropout_p, scale=scale, generator=generator):
             return candidate

@@ -109,9 +109,86 @@ def test_run_with_fake_timer_writes_json_and_markdown(bench, tmp_path):
     assert loaded["results"] == json.loads(json.dumps(rows))
     assert {"date", "torch", "triton", "device_name"} <= set(loaded["environment"])
     table = md_path.read_text()
-    assert "| bert_text | maskmm-sdpa | fwd | 2.000 |" in table and "Not run:" in table
+    assert "| bert_text | maskmm-sdpa | float32 | fwd | 2.000 |" in table and "Not run:" in table
+    assert "Targets:" in table  # the targets, "n/a" where a side was not measured
 
 
 def test_device_slug(bench):
     assert bench.device_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert bench.device_slug("  ") == "unknown"
+
+
+def _fake_payload(bench, rows, copy_gbps=1000.0, dtype="bfloat16"):
+    return {
+        "environment": {"device_name": "Fake GPU", "date": "d", "torch": "t", "triton": "x"},
+        "dtype": dtype,
+        "copy_bandwidth": {"bytes": 1.0, "median_ms": 1.0, "gbps": copy_gbps},
+        "results": rows,
+    }
+
+
+def _timed(case, backend, direction, ms, dtype="bfloat16", gbps=0.0):
+    timing = {"median_ms": ms, "min_ms": ms, "p20_ms": ms, "p80_ms": ms, "repeats": 1}
+    speed = {"dense_tflops": 1.0, "useful_tflops": 1.0, "gbps": gbps, "peak_mem_mb": None}
+    return {"case": case, "backend": backend, "direction": direction, "dtype": dtype, **timing, **speed}
+
+
+def test_targets_are_ratios_of_medians(bench):
+    rows = [
+        _timed("vit_b_drop25", "maskmm-triton", "fwd_bwd", 0.5),
+        _timed("vit_b_drop25", "flex-compiled", "fwd_bwd", 0.8),
+        _timed("vit_b_drop25", "sdpa-cudnn-nomask", "fwd_bwd", 0.4),
+        _timed("cross_t2i", "maskmm-triton", "fwd", 0.1, gbps=700.0),
+        _timed("bert_text", "maskmm-triton", "fwd_bwd", 0.3, dtype="float16"),  # other dtype: ignored
+    ]
+    targets = {
+        (t["case"], t["target"], t["direction"]): t for t in bench.check_targets(_fake_payload(bench, rows))
+    }
+    flex = targets[("vit_b_drop25", "maskmm-triton <= 0.75 x flex-compiled", "fwd_bwd")]
+    assert flex["value"] == pytest.approx(0.625) and flex["met"] is True
+    cudnn = targets[("vit_b_drop25", "maskmm-triton <= 1 x sdpa-cudnn-nomask", "fwd_bwd")]
+    assert cudnn["value"] == pytest.approx(1.25) and cudnn["met"] is False
+    copy = targets[("cross_t2i", "maskmm-triton GB/s >= 0.6 x copy bandwidth", "fwd")]
+    assert copy["value"] == pytest.approx(0.7) and copy["met"] is True
+    assert targets[("bert_text", "maskmm-triton <= 0.75 x flex-compiled", "fwd_bwd")]["met"] is None
+
+
+def test_merge_keeps_rows_not_remeasured(bench, tmp_path):
+    old = _fake_payload(bench, [_timed("vit_b", "a", "fwd", 1.0), _timed("vit_b", "b", "fwd", 2.0)])
+    new = _fake_payload(
+        bench, [_timed("vit_b", "b", "fwd", 3.0), _timed("vit_b", "b", "fwd", 4.0, "float16")]
+    )
+    new["copy_bandwidth"] = None
+    merged = bench.merge_payloads(old, new)
+    got = {(r["backend"], r["dtype"]): r["median_ms"] for r in merged["results"]}
+    assert got == {("a", "bfloat16"): 1.0, ("b", "bfloat16"): 3.0, ("b", "float16"): 4.0}
+    assert merged["copy_bandwidth"]["gbps"] == 1000.0  # kept from the earlier run
+    assert {t["dtype"] for t in merged["targets"]} == {"bfloat16", "float16"}
+    # write_results(merge=True) does the same through the files
+    for payload in (old, new):
+        json_path, md_path = bench.write_results(payload, tmp_path, merge=True)
+    assert len(json.loads(json_path.read_text())["results"]) == 3
+    table = md_path.read_text()
+    assert (
+        "| vit_b | a | bfloat16 | fwd | 1.000 |" in table and "| vit_b | b | float16 | fwd | 4.000 |" in table
+    )
+
+
+def test_deadline_skips_remaining_cases_and_reports_progress(bench):
+    cases = [bench.scale_case(c, max_len=8) for c in bench.build_cases()[:2]]
+    variants = [v for v in bench.default_variants() if v.name == "maskmm-sdpa"]
+    seen = []
+    payload = bench.run(
+        cases,
+        variants,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        timer=lambda fn: (fn(), bench.Timing(1.0, 1.0, 1.0, 1.0, 1))[1],
+        memory=lambda fn, dev: None,
+        copy_bytes=0,
+        deadline=0.0,  # already passed: nothing is timed
+        on_case=lambda p: seen.append(len(p["results"])),
+    )
+    assert payload["copy_bandwidth"] is None
+    assert all("time budget" in r["skipped"] for r in payload["results"]) and len(payload["results"]) == 4
+    assert seen == []  # no case ran

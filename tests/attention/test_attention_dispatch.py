@@ -344,3 +344,14 @@ def test_varlen_bad_input():
         masked_attention_varlen(x, x, x, cu, cu, 3, -1)
     with pytest.raises(ValueError, match=r"q must have shape \[T, H, D\]"):
         masked_attention_varlen(x[None], x, x, cu, cu, 3, 3)
+
+
+def test_auto_order_per_device_and_mask():
+    from maskmm.attention.dispatch import _auto_order
+
+    # Masked CUDA calls go to the fused kernel first; unmasked ones to SDPA's dense kernels.
+    assert _auto_order("cuda", True) == ("triton", "sdpa")
+    assert _auto_order("cuda", False) == ("sdpa",)
+    assert _auto_order("cpu", True) == ("sdpa",) and _auto_order("cpu", False) == ("sdpa",)
+    # compiled FlexAttention recompiles per shape: never picked automatically
+    assert all("flex" not in _auto_order(d, m) for d in ("cuda", "cpu") for m in (True, False))

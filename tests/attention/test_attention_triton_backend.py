@@ -26,12 +26,16 @@ _why = _kernel_missing()
 if _why is None and not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
     _why = "no CUDA device and TRITON_INTERPRET is not set"
 pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+# Compiled kernels on a CUDA machine, the interpreter on CPU.
+DEVICE = (
+    "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0") else "cpu"
+)
 
 
 def plain_attention(q, k, v, key_valid=None, query_valid=None, keep=None, p=0.0):
     q, k, v = q.double(), k.double(), v.double()
     s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    allowed = torch.ones(s.shape, dtype=torch.bool)
+    allowed = torch.ones(s.shape, dtype=torch.bool, device=s.device)
     if key_valid is not None:
         allowed = allowed & key_valid[:, None, None, :]
     if query_valid is not None:
@@ -51,14 +55,14 @@ def _case(seed=0):
     v = torch.randn(2, 2, 7, 16, generator=g)
     key_valid = torch.tensor([[1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     query_valid = torch.tensor([[1, 1, 0, 1, 1], [1, 0, 1, 1, 1]], dtype=torch.bool)
-    return q, k, v, key_valid, query_valid
+    return [t.to(DEVICE) for t in (q, k, v, key_valid, query_valid)]
 
 
 @pytest.mark.parametrize("kind", ["boolean", "lengths"])
 def test_triton_matches_float64(kind):
     q, k, v, kv, qv = _case()
     if kind == "lengths":
-        mask = AttentionMask.from_key_lengths(torch.tensor([4, 0]), 7, qv)
+        mask = AttentionMask.from_key_lengths(torch.tensor([4, 0], device=DEVICE), 7, qv)
         kv = mask.key_valid
     else:
         mask = AttentionMask.from_key_valid(kv, qv)
@@ -67,7 +71,7 @@ def test_triton_matches_float64(kind):
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     ref = plain_attention(q64, k64, v64, kv, qv)
     torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-5)
-    up = torch.randn(out.shape, dtype=torch.float64)
+    up = torch.randn(out.shape, dtype=torch.float64).to(DEVICE)
     got = torch.autograd.grad((out.double() * up).sum(), (q, k, v))
     want = torch.autograd.grad((ref * up).sum(), (q64, k64, v64))
     for a, b in zip(got, want):
@@ -82,13 +86,14 @@ def test_triton_dropout_is_seeded_by_the_generator():
     mask = AttentionMask.from_key_valid(kv, qv)
     p = 0.25
     run = lambda s: masked_attention(
-        q, k, v, mask, dropout_p=p, backend="triton", generator=torch.Generator().manual_seed(s)
+        q, k, v, mask, dropout_p=p, backend="triton", generator=torch.Generator(DEVICE).manual_seed(s)
     )
     a, b, c = run(3), run(3), run(4)
     assert torch.equal(a, b) and not torch.equal(a, c)
     # replay: the seed is the first draw of randint(0, 2**31 - 1) from the generator
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(3)).item())
-    keep = attention_dropout_mask(seed, 2, 2, 5, 7, p, "cpu")
+    gen = torch.Generator(DEVICE).manual_seed(3)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=DEVICE).item())
+    keep = attention_dropout_mask(seed, 2, 2, 5, 7, p, DEVICE)
     torch.testing.assert_close(
         a.double(), plain_attention(q, k, v, kv, qv, keep=keep, p=p), atol=2e-5, rtol=2e-5
     )
@@ -96,11 +101,11 @@ def test_triton_dropout_is_seeded_by_the_generator():
 
 def test_triton_varlen_native_equals_padded_sdpa():
     g = torch.Generator().manual_seed(1)
-    q = torch.randn(6, 2, 16, generator=g)
-    k = torch.randn(7, 2, 16, generator=g)
-    v = torch.randn(7, 2, 16, generator=g)
-    cu_q = torch.tensor([0, 2, 6, 6], dtype=torch.int32)
-    cu_k = torch.tensor([0, 3, 3, 7], dtype=torch.int32)
+    q = torch.randn(6, 2, 16, generator=g).to(DEVICE)
+    k = torch.randn(7, 2, 16, generator=g).to(DEVICE)
+    v = torch.randn(7, 2, 16, generator=g).to(DEVICE)
+    cu_q = torch.tensor([0, 2, 6, 6], dtype=torch.int32, device=DEVICE)
+    cu_k = torch.tensor([0, 3, 3, 7], dtype=torch.int32, device=DEVICE)
     out = masked_attention_varlen(q, k, v, cu_q, cu_k, 4, 4, backend="triton")
     ref = masked_attention_varlen(q, k, v, cu_q, cu_k, 4, 4, backend="sdpa")
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
@@ -116,3 +121,39 @@ def test_triton_backend_compiles_without_graph_break():
     torch._dynamo.reset()
     out = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v, kv, qv)
     torch.testing.assert_close(out, f(q, k, v, kv, qv))
+
+
+def test_bounds_are_computed_once_per_mask_and_reused():
+    q, k, v, kv, qv = _case()
+    masks = {
+        "boolean": AttentionMask.from_key_valid(kv, qv),
+        "lengths": AttentionMask.from_key_lengths(torch.tensor([4, 0], device=DEVICE), 7, qv),
+    }
+    for kind, mask in masks.items():
+        first = masked_attention(q, k, v, mask, backend="triton")
+        cached = mask._cache[("triton_bounds", 5)]
+        assert cached["k_bound"].dtype == torch.int32
+        want = [4, 0] if kind == "lengths" else [7, 0]  # last valid key + 1
+        assert cached["k_bound"].tolist() == want
+        assert cached["q_bound"].tolist() == [5, 5]
+        assert (cached["key_valid"] is None) == (kind == "lengths")  # prefix keys read no mask bytes
+        second = masked_attention(q, k, v, mask, backend="triton")
+        assert mask._cache[("triton_bounds", 5)] is cached and torch.equal(first, second)
+
+
+def test_dropout_without_generator_draws_no_device_seed(monkeypatch):
+    import maskmm.attention.backends.triton as triton_backend
+
+    def no_device_draw(*args, **kwargs):
+        raise AssertionError("seed_from_generator must not run without a generator")
+
+    monkeypatch.setattr(triton_backend, "seed_from_generator", no_device_draw)
+    q, k, v, kv, qv = _case()
+    mask = AttentionMask.from_key_valid(kv, qv)
+    torch.manual_seed(11)
+    a = masked_attention(q, k, v, mask, dropout_p=0.3, backend="triton")
+    torch.manual_seed(11)
+    b = masked_attention(q, k, v, mask, dropout_p=0.3, backend="triton")
+    torch.manual_seed(12)
+    c = masked_attention(q, k, v, mask, dropout_p=0.3, backend="triton")
+    assert torch.equal(a, b) and not torch.equal(a, c)

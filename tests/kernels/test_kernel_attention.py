@@ -402,3 +402,42 @@ def test_compiles_without_graph_breaks():
     out_e, grads_e = run_with_grads(fn, tensors, grad_out)
     assert torch.equal(out_c, out_e)
     assert all(torch.equal(a, b) for a, b in zip(grads_c, grads_e))
+
+
+def test_out_of_range_bounds_act_as_clamped():
+    """``attention_with_bounds`` (the dispatcher's entry) clamps bounds inside the kernel."""
+    from maskmm.kernels.attention.flash import attention_with_bounds
+
+    b, h, lq, lk, d = 3, 1, 9, 11, 16
+    tensors = make_qkv(b, h, lq, lk, d, torch.float32, seed=20)
+    grad_out = torch.randn(b, h, lq, d, generator=torch.Generator().manual_seed(21)).to(DEVICE)
+    bound = lambda vals: torch.tensor(vals, dtype=torch.int32, device=DEVICE)
+    key_valid = torch.arange(lk, device=DEVICE)[None, :] < bound([11, 0, 4])[:, None]
+    out, grads = run_with_grads(
+        lambda q, k, v: attention_with_bounds(
+            q,
+            k,
+            v,
+            k_bound=bound([50, -3, 4]),
+            q_bound=bound([99, 9, -1]),
+            key_valid=None,
+            query_valid=None,
+            scale=None,
+            dropout_p=0.0,
+            seed=None,
+            block_m=16,
+            block_n=16,
+        ),
+        tensors,
+        grad_out,
+    )
+    query_valid = torch.arange(lq, device=DEVICE)[None, :] < bound([9, 9, 0])[:, None]
+    ref, ref_grads = run_with_grads(
+        lambda q, k, v: naive_attention(q, k, v, key_valid=key_valid, query_valid=query_valid),
+        [t.double() for t in tensors],
+        grad_out.double(),
+    )
+    assert max_err(out, ref) <= FP32_ATOL["out"]
+    for g, rg in zip(grads, ref_grads):
+        assert max_err(g, rg) <= FP32_ATOL["grad"]
+    assert torch.equal(out[1:], torch.zeros_like(out[1:]))

@@ -4,24 +4,28 @@ CUDA tensors only; on CPU it runs solely under the Triton interpreter (``TRITON_
 set before Triton is first imported), which is for tests at tiny shapes. The kernel module
 is imported lazily, on the first call that needs it.
 
-Masks: keys known to be a prefix (masks built from lengths) are passed as ``key_lengths``,
-otherwise ``key_valid`` is passed as is (the kernel bounds its loop per sample itself);
-``query_valid`` is passed through. Packed inputs use ``flash_attention_varlen`` directly.
+Masks: the kernel's per-sample loop bounds (last valid key / query + 1, int32) are computed
+once per :class:`AttentionMask` and cached on it, so every layer sharing the mask launches the
+kernel directly. Keys known to be a prefix (masks built from lengths) pass no boolean key mask;
+otherwise ``key_valid`` is passed too (positions inside the bound may still be invalid).
+The dispatcher validates each call once (:meth:`TritonBackend.unsupported_reasons`); the launch
+does not repeat the checks. Packed inputs use ``flash_attention_varlen`` directly.
 
 The dispatch path is traceable by ``torch.compile`` (the kernel's launchers are registered
 custom operators), so compiled models keep the fused kernel without graph breaks.
 
-Dropout happens in-kernel, seeded by an int drawn from ``generator`` (or the default
-generator); see :func:`~maskmm.attention.backends.base.seed_from_generator` for its cost.
+Dropout happens in-kernel, seeded by an int drawn from ``generator`` (see
+:func:`~maskmm.attention.backends.base.seed_from_generator`: a CUDA generator costs a host
+sync). Without a generator the seed is drawn from torch's default CPU generator: reproducible
+under ``torch.manual_seed`` and free of device syncs.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import os
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -45,8 +49,14 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+_KERNELS: ModuleType | None = None  # set on the first successful import
+
+
 def _kernels() -> tuple[ModuleType | None, str | None]:
-    """``(maskmm.kernels.attention, None)`` or ``(None, reason)``."""
+    """``(maskmm.kernels.attention, None)`` or ``(None, reason)``; a success is cached."""
+    global _KERNELS
+    if _KERNELS is not None:
+        return _KERNELS, None
     if importlib.util.find_spec("triton") is None:
         return None, "triton: the triton package is not installed"
     try:
@@ -56,43 +66,37 @@ def _kernels() -> tuple[ModuleType | None, str | None]:
     missing = [n for n in _KERNEL_NAMES if not hasattr(mod, n)]
     if missing:
         return None, f"triton: maskmm.kernels.attention does not provide {', '.join(missing)}"
+    _KERNELS = mod
     return mod, None
 
 
-_SIGNATURES: dict[str, frozenset[str] | None] = {}  # filled once per kernel entry point
+def _bounds(mask: AttentionMask | None, q: Tensor) -> dict[str, Tensor | None]:
+    """The kernel's per-sample loop bounds and masks for ``mask``, cached on the mask.
 
+    Built once per mask and query length (int32 casts, last-valid-position reductions), then
+    reused by every layer that shares the mask. Keys known to be a prefix (masks built from
+    lengths) pass no boolean key mask, so the kernel reads no mask bytes at all.
+    """
+    from maskmm.kernels.attention.flash import last_true_plus_one
 
-def _accepted_kwargs(fn: Any) -> frozenset[str] | None:
-    """Keyword names ``fn`` accepts (``None`` = any, it takes ``**kwargs``); cached by name."""
-    key = f"{fn.__module__}.{fn.__qualname__}"
-    if key not in _SIGNATURES:
-        try:
-            params = list(inspect.signature(fn).parameters.values())
-        except (TypeError, ValueError):
-            params = []
-        if not params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            _SIGNATURES[key] = None
-        else:
-            _SIGNATURES[key] = frozenset(p.name for p in params)
-    return _SIGNATURES[key]
-
-
-def _no_value_check(fn: Any) -> dict[str, bool]:
-    """``check_values=False`` where the kernel accepts it: lengths from :class:`AttentionMask`
-    are already clamped, and the check would cost a host sync."""
-    accepted = _accepted_kwargs(fn)
-    return {"check_values": False} if accepted is None or "check_values" in accepted else {}
-
-
-def _mask_kwargs(mask: AttentionMask | None) -> dict[str, Tensor | None]:
     if mask is None:
-        return {"key_lengths": None, "key_valid": None, "query_valid": None}
-    lengths = mask.key_lengths
-    return {
-        "key_lengths": lengths,
-        "key_valid": None if lengths is not None else mask.key_valid,
-        "query_valid": mask.query_valid,
-    }
+        return {"k_bound": None, "q_bound": None, "key_valid": None, "query_valid": None}
+
+    def build() -> dict[str, Tensor | None]:
+        lengths = mask.key_lengths
+        if lengths is not None:
+            k_bound, key_valid = lengths.to(torch.int32), None
+        else:
+            k_bound, key_valid = last_true_plus_one(mask.key_valid), mask.key_valid.contiguous()
+        query_valid = mask.query_valid
+        return {
+            "k_bound": k_bound,
+            "q_bound": None if query_valid is None else last_true_plus_one(query_valid),
+            "key_valid": key_valid,
+            "query_valid": None if query_valid is None else query_valid.contiguous(),
+        }
+
+    return mask.cached(("triton_bounds", q.shape[2]), build)
 
 
 class TritonBackend:
@@ -119,11 +123,18 @@ class TritonBackend:
             reasons.append(why)
         if reasons or mod is None:
             return reasons
-        kwargs: dict[str, Any] = {**_mask_kwargs(mask), "scale": scale, "dropout_p": dropout_p}
-        accepted = _accepted_kwargs(mod.triton_unsupported_reasons)
-        if accepted is not None:
-            kwargs = {key: val for key, val in kwargs.items() if key in accepted}
-        return [f"triton: {r}" for r in mod.triton_unsupported_reasons(q, k, v, **kwargs)]
+        lengths = None if mask is None else mask.key_lengths
+        reasons = mod.triton_unsupported_reasons(
+            q,
+            k,
+            v,
+            key_lengths=lengths,
+            key_valid=None if mask is None or lengths is not None else mask.key_valid,
+            query_valid=None if mask is None else mask.query_valid,
+            scale=scale,
+            dropout_p=dropout_p,
+        )
+        return [f"triton: {r}" for r in reasons]
 
     def __call__(
         self,
@@ -139,11 +150,14 @@ class TritonBackend:
         mod, why = _kernels()
         if mod is None:
             raise RuntimeError(why)
-        seed = seed_from_generator(generator, q.device) if dropout_p > 0.0 else None
-        extra = _no_value_check(mod.flash_attention)
-        return mod.flash_attention(
-            q, k, v, **_mask_kwargs(mask), scale=scale, dropout_p=dropout_p, seed=seed, **extra
-        )
+        from maskmm.kernels.attention.flash import attention_with_bounds
+
+        # Without a generator the seed comes from torch's default CPU generator inside the kernel
+        # entry point: reproducible under torch.manual_seed and never a device sync.
+        seed = seed_from_generator(generator, q.device) if dropout_p > 0.0 and generator is not None else None
+        # The dispatcher has validated the call (unsupported_reasons is empty): go straight to
+        # the launch with the mask's cached bounds.
+        return attention_with_bounds(q, k, v, **_bounds(mask, q), scale=scale, dropout_p=dropout_p, seed=seed)
 
     def varlen_unsupported_reasons(
         self,
@@ -177,10 +191,6 @@ class TritonBackend:
             "scale": scale,
             "dropout_p": dropout_p,
         }
-        accepted = _accepted_kwargs(mod.triton_unsupported_reasons)
-        if accepted is not None and "cu_seqlens_q" not in accepted:  # no packed checks: use padded views
-            as_padded = [t[None].transpose(1, 2) for t in (q, k, v)]
-            return self.unsupported_reasons(*as_padded, None, dropout_p, scale=scale, generator=None)
         return [f"triton: {r}" for r in mod.triton_unsupported_reasons(q, k, v, **kwargs)]
 
     def varlen(
@@ -200,7 +210,7 @@ class TritonBackend:
         mod, why = _kernels()
         if mod is None:
             raise RuntimeError(why)
-        seed = seed_from_generator(generator, q.device) if dropout_p > 0.0 else None
+        seed = seed_from_generator(generator, q.device) if dropout_p > 0.0 and generator is not None else None
         return mod.flash_attention_varlen(
             q,
             k,
@@ -212,5 +222,5 @@ class TritonBackend:
             scale=scale,
             dropout_p=dropout_p,
             seed=seed,
-            **_no_value_check(mod.flash_attention_varlen),
+            check_values=False,  # value checks would cost a host sync
         )
