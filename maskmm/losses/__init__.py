@@ -15,6 +15,8 @@ from maskmm.losses.masked_token import MaskedTokenLoss, masked_token_loss
 from maskmm.losses.matching import (
     HardNegatives,
     ImageTextMatchingLoss,
+    PairEncoder,
+    hard_negative_matching,
     image_text_matching_loss,
     sample_hard_negatives,
 )
@@ -31,10 +33,12 @@ __all__ = [
     "LatentRegressionLoss",
     "LossOutput",
     "MaskedTokenLoss",
+    "PairEncoder",
     "PixelReconstructionLoss",
     "PrototypeLoss",
     "contrastive_targets",
     "fused_linear_cross_entropy",
+    "hard_negative_matching",
     "image_text_contrastive_loss",
     "image_text_matching_loss",
     "latent_regression_loss",

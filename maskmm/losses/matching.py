@@ -1,7 +1,8 @@
-"""Image-text matching: hard-negative sampling and the 2-way matching loss."""
+"""Image-text matching: hard-negative sampling, the 2-way matching loss and the whole ITM step."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -11,7 +12,18 @@ from torch import Tensor, nn
 from maskmm._checks import check_floating, check_generator, check_same_device, check_tensor
 from maskmm.losses.types import LossOutput, _acc_dtype, _masked_mean, _stat
 
-__all__ = ["HardNegatives", "ImageTextMatchingLoss", "image_text_matching_loss", "sample_hard_negatives"]
+__all__ = [
+    "HardNegatives",
+    "ImageTextMatchingLoss",
+    "PairEncoder",
+    "hard_negative_matching",
+    "image_text_matching_loss",
+    "sample_hard_negatives",
+]
+
+#: ``fuse(image [N, Li, Dv], image_valid bool [N, Li] | None, text [N, Lt, Dt], text_valid bool [N, Lt])
+#: -> [N, D]``: one joint representation per (image, text) pair (ALBEF: the fused text CLS state).
+PairEncoder = Callable[[Tensor, Tensor | None, Tensor, Tensor], Tensor]
 
 
 class HardNegatives(NamedTuple):
@@ -148,6 +160,92 @@ def image_text_matching_loss(
             "neg_acc": _stat((hit & neg).sum() / neg.sum().clamp(min=1)),
         }
     return LossOutput(loss, stats)
+
+
+def hard_negative_matching(
+    image_states: Tensor,
+    image_valid: Tensor | None,
+    text_states: Tensor,
+    text_valid: Tensor,
+    sim_i2t: Tensor | None,
+    sim_t2i: Tensor | None = None,
+    *,
+    fuse: PairEncoder,
+    head: Callable[[Tensor], Tensor],
+    image_ids: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> LossOutput:
+    """ALBEF's image-text matching step with in-batch hard negatives.
+
+    1. :func:`sample_hard_negatives` draws one negative text per image from ``sim_i2t`` and one
+       negative image per text from ``sim_t2i`` (pairs sharing an id are never negatives).
+    2. The ``3B`` pairs ``[B (image i, text i); B (image i, neg text); B (neg image, text i)]``
+       go through ``fuse`` in ONE call, then ``head`` gives ``[3B, 2]`` logits (1 = matched).
+    3. :func:`image_text_matching_loss` scores them; pairs built from a fallback draw (a row with
+       no valid negative, see :func:`sample_hard_negatives`) are not scored.
+
+    Args:
+        image_states: ``[B, Li, Dv]`` image tokens (any float dtype).
+        image_valid: bool ``[B, Li]`` image key validity (``True`` = may be attended), or ``None``
+            (every image token valid); gathered with the image rows and passed to ``fuse``.
+        text_states: ``[B, Lt, Dt]`` text tokens.
+        text_valid: bool ``[B, Lt]`` text key validity.
+        sim_i2t: ``[B, B]`` image-to-text similarities (e.g. ITC logits; no gradient flows), or
+            ``None``: negatives drawn uniformly among the valid ones.
+        sim_t2i: ``[B, B]`` text-to-image similarities; ``None`` = ``sim_i2t.T``.
+        fuse: :data:`PairEncoder` ``(image, image_valid, text, text_valid) -> [3B, D]``.
+        head: ``[3B, D] -> [3B, 2]`` matching logits.
+        image_ids: long ``[B]`` pair ids, or ``None`` (every pair distinct).
+        generator: RNG of the draws (same seed, same device -> same negatives).
+
+    Returns:
+        :class:`LossOutput`: fp32 (fp64 for fp64 logits) mean cross-entropy over the scored pairs;
+        stats ``accuracy``, ``pos_acc``, ``neg_acc``. Edge cases: ``B = 1`` scores the positive
+        only (no negative exists); ``B = 0`` gives loss 0 (graph-connected, zero gradient)
+        without calling ``fuse``.
+    """
+    check_floating("image_states", image_states, ndim=3)
+    b = image_states.shape[0]
+    check_floating("text_states", text_states, shape=(b, None, None))
+    check_tensor("text_valid", text_valid, shape=tuple(text_states.shape[:2]), dtype=torch.bool)
+    if image_valid is not None:
+        check_tensor("image_valid", image_valid, shape=tuple(image_states.shape[:2]), dtype=torch.bool)
+    if sim_i2t is None and sim_t2i is not None:
+        raise ValueError("sim_t2i was given without sim_i2t; pass both, sim_i2t only, or neither")
+    for name, fn in (("fuse", fuse), ("head", head)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    device = check_same_device(
+        image_states=image_states,
+        image_valid=image_valid,
+        text_states=text_states,
+        text_valid=text_valid,
+        sim_i2t=sim_i2t,
+        sim_t2i=sim_t2i,
+        image_ids=image_ids,
+    )
+    if sim_i2t is None:
+        sim_i2t = torch.zeros(b, b, device=device)
+    if sim_t2i is None:
+        sim_t2i = sim_i2t.t()
+    negs = sample_hard_negatives(sim_i2t, sim_t2i, image_ids, generator=generator, return_flags=True)
+    if b == 0:
+        out = image_text_matching_loss(image_states.new_zeros(0, 2))
+        anchor = (image_states.sum() + text_states.sum()).to(out.loss.dtype) * 0.0
+        return LossOutput(out.loss + anchor, out.stats)
+
+    own = torch.arange(b, device=device)
+    image_rows = torch.cat([own, own, negs.image_idx])
+    text_rows = torch.cat([own, negs.text_idx, own])
+    pairs = fuse(
+        image_states[image_rows],
+        None if image_valid is None else image_valid[image_rows],
+        text_states[text_rows],
+        text_valid[text_rows],
+    )
+    logits = head(pairs)
+    check_floating("head(fuse(...)) logits", logits, shape=(3 * b, 2))
+    return image_text_matching_loss(logits, valid=negs.pair_valid())
 
 
 class ImageTextMatchingLoss(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .builder import build_maskvlm, encoder_configs, tiny_config
 from .config import LOSS_NAMES, MaskVLMConfig
-from .model import MaskVLM, MaskVLMOutput, hard_negative_itm
+from .model import MaskVLM, MaskVLMOutput
 
 __all__ = [
     "LOSS_NAMES",
@@ -19,6 +19,5 @@ __all__ = [
     "MaskVLMOutput",
     "build_maskvlm",
     "encoder_configs",
-    "hard_negative_itm",
     "tiny_config",
 ]

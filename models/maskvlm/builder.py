@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from maskmm.losses import ImageTextContrastive
-from maskmm.masking import JointMasker, PixelBlockMasker, TokenMasker
+from maskmm.masking import JointMasker, PixelBlockMasker
 from maskmm.nn import (
     MatchingHead,
     PredictionDecoder,
@@ -16,9 +15,9 @@ from maskmm.nn import (
     build_mlm_head,
     build_text_encoder,
     build_vision_encoder,
-    preset,
 )
 
+from .._common import preset_encoders, token_masker
 from .config import MaskVLMConfig
 from .model import MaskVLM
 
@@ -39,12 +38,7 @@ def tiny_config(**changes: Any) -> MaskVLMConfig:
 def encoder_configs(config: MaskVLMConfig) -> PresetConfigs:
     """The encoder configs of ``config``: its preset with its overrides; the ViT has no mask token
     (MaskVLM hides pixels, never patches) and the fusion reads image tokens of the ViT's width."""
-    enc = preset(config.encoders, **config.encoder_overrides)
-    vision = dataclasses.replace(enc.vision, mask_token=False)
-    fusion = enc.fusion
-    if fusion.context_dim != vision.dim and fusion.image_dim is None:
-        fusion = dataclasses.replace(fusion, image_dim=vision.dim)
-    return PresetConfigs(vision, enc.text, fusion)
+    return preset_encoders(config, mask_token=False)
 
 
 def build_maskvlm(config: MaskVLMConfig | None = None, *, encoders: PresetConfigs | None = None) -> MaskVLM:
@@ -87,14 +81,7 @@ def build_maskvlm(config: MaskVLMConfig | None = None, *, encoders: PresetConfig
             learnable_fill=config.learnable_fill and "mim" in on,
             channels=v.in_chans,
         ),
-        TokenMasker(
-            config.text_mask_ratio,
-            mask_token_id=config.mask_token_id,
-            vocab_size=t.vocab_size,
-            special_ids=config.special_ids,
-            mask_prob=config.mask_prob,
-            random_prob=config.random_prob,
-        ),
+        token_masker(config, t.vocab_size),
         mode="separate",
     )
     itc = "itc" in on

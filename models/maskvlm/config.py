@@ -20,9 +20,17 @@ Our choices (not verified against the paper), all configurable here:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from .._common import (
+    LossSwitches,
+    check_float_field,
+    check_int_field,
+    check_ratio_field,
+    check_switch_fields,
+    check_text_masking_fields,
+)
 
 __all__ = ["LOSS_NAMES", "MaskVLMConfig"]
 
@@ -30,22 +38,8 @@ __all__ = ["LOSS_NAMES", "MaskVLMConfig"]
 LOSS_NAMES: tuple[str, ...] = ("itc", "itm", "mlm", "mim")
 
 
-def _ratio(name: str, value: float, *, one_ok: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"MaskVLMConfig.{name} must be a float, got {type(value).__name__}")
-    if not (0.0 <= value < 1.0 or (one_ok and value == 1.0)):
-        raise ValueError(f"MaskVLMConfig.{name} must lie in [0, {'1]' if one_ok else '1)'}, got {value}")
-
-
-def _int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"MaskVLMConfig.{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"MaskVLMConfig.{name} must be >= {minimum}, got {value}")
-
-
 @dataclass
-class MaskVLMConfig:
+class MaskVLMConfig(LossSwitches):
     """Everything the MaskVLM builder needs besides the tokenizer.
 
     Attributes:
@@ -69,6 +63,8 @@ class MaskVLMConfig:
         pixel_loss: ``"l1"`` (paper) or ``"mse"``.
         normalize_target: MAE per-patch normalisation of the target (ours: off, raw pixels).
     """
+
+    LOSS_NAMES: ClassVar[tuple[str, ...]] = LOSS_NAMES
 
     encoders: str = "base"
     encoder_overrides: dict[str, Any] = field(default_factory=dict)
@@ -101,60 +97,19 @@ class MaskVLMConfig:
         self.special_ids = tuple(self.special_ids)
         self.validate()
 
-    @property
-    def losses(self) -> tuple[str, ...]:
-        """Names of the enabled losses."""
-        return tuple(n for n in LOSS_NAMES if getattr(self, n))
-
-    def weight(self, name: str) -> float:
-        """Weight of loss ``name``."""
-        return float(getattr(self, f"{name}_weight"))
-
-    def replace(self, **changes: Any) -> MaskVLMConfig:
-        """A validated copy with ``changes`` applied (e.g. ``cfg.replace(mim=False)``)."""
-        return dataclasses.replace(self, **changes)
-
     def validate(self) -> MaskVLMConfig:
         """Check ranges and consistency; raise ``ValueError``/``TypeError`` naming the field."""
-        if not isinstance(self.encoders, str):
-            raise TypeError(
-                f"MaskVLMConfig.encoders must be a preset name, got {type(self.encoders).__name__}"
-            )
-        if not isinstance(self.encoder_overrides, dict):
-            raise TypeError(
-                f"MaskVLMConfig.encoder_overrides must be a dict, got {type(self.encoder_overrides).__name__}"
-            )
-        for name in LOSS_NAMES:
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"MaskVLMConfig.{name} must be a bool, got {getattr(self, name)!r}")
-            w = getattr(self, f"{name}_weight")
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-                raise ValueError(f"MaskVLMConfig.{name}_weight must be a float >= 0, got {w!r}")
-        if not self.losses:
-            raise ValueError("MaskVLMConfig turns every loss off (itc, itm, mlm, mim); enable at least one")
-        _int("embed_dim", self.embed_dim, 1)
-        if not 0.001 <= self.temperature <= 0.5:
-            raise ValueError(f"MaskVLMConfig.temperature must lie in [0.001, 0.5], got {self.temperature}")
-        _ratio("image_mask_ratio", self.image_mask_ratio)
-        _int("block_size", self.block_size, 1)
-        if isinstance(self.mask_fill, bool) or not isinstance(self.mask_fill, (int, float)):
-            raise TypeError(f"MaskVLMConfig.mask_fill must be a float, got {self.mask_fill!r}")
-        _ratio("text_mask_ratio", self.text_mask_ratio)
-        _ratio("mask_prob", self.mask_prob, one_ok=True)
-        _ratio("random_prob", self.random_prob, one_ok=True)
-        if self.mask_prob + self.random_prob > 1.0 + 1e-9:
-            raise ValueError(
-                "MaskVLMConfig.mask_prob + random_prob must be <= 1, "
-                f"got {self.mask_prob} + {self.random_prob}"
-            )
-        _int("mask_token_id", self.mask_token_id, 0)
-        for i in self.special_ids:
-            _int("special_ids[*]", i, 0)
-        _int("decoder_depth", self.decoder_depth, 1)
-        if self.decoder_dim is not None:
-            _int("decoder_dim", self.decoder_dim, 1)
-        if self.decoder_heads is not None:
-            _int("decoder_heads", self.decoder_heads, 1)
+        check_switch_fields(self)
+        check_int_field(self, "embed_dim", 1)
+        check_float_field(self, "temperature", 0.001, 0.5)
+        check_ratio_field(self, "image_mask_ratio")
+        check_int_field(self, "block_size", 1)
+        check_float_field(self, "mask_fill")
+        check_text_masking_fields(self)
+        check_int_field(self, "decoder_depth", 1)
+        for name in ("decoder_dim", "decoder_heads"):
+            if getattr(self, name) is not None:
+                check_int_field(self, name, 1)
         if self.pixel_loss not in ("l1", "mse"):
             raise ValueError(f"MaskVLMConfig.pixel_loss must be 'l1' or 'mse', got {self.pixel_loss!r}")
         return self

@@ -26,22 +26,20 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_generator, check_tensor
 from maskmm.losses import (
     ImageTextContrastive,
-    LossOutput,
-    image_text_matching_loss,
+    hard_negative_matching,
     masked_token_loss,
     pixel_reconstruction_loss,
-    sample_hard_negatives,
 )
 from maskmm.masking import JointMasker
 from maskmm.nn import CrossAttentionFusion, MergedFusion
 from maskmm.targets import pixel_targets, unpatchify
 
+from .._common import StepLosses, check_pair_batch, fused_text_cls, itc_similarity
 from .config import LOSS_NAMES, MaskVLMConfig
 
-__all__ = ["MaskVLM", "MaskVLMOutput", "hard_negative_itm"]
+__all__ = ["MaskVLM", "MaskVLMOutput"]
 
 
 class MaskVLMOutput(NamedTuple):
@@ -65,42 +63,6 @@ class MaskVLMOutput(NamedTuple):
     pixel_mask: Tensor | None = None
     text_mask: Tensor | None = None
     reconstruction: Tensor | None = None
-
-
-def hard_negative_itm(
-    fusion: nn.Module,
-    head: nn.Module,
-    image_states: Tensor,
-    text_states: Tensor,
-    text_valid: Tensor,
-    sim_i2t: Tensor | None,
-    image_ids: Tensor | None,
-    generator: torch.Generator | None,
-) -> LossOutput:
-    """ALBEF image-text matching with one hard negative per image and per text.
-
-    Args:
-        fusion: fusion encoder ``(image, image_valid, text, text_valid) -> FusionOutput``.
-        head: 2-way head on the fused CLS (first text state).
-        image_states: ``[B, Li, Dv]``; text_states: ``[B, L, Dt]``; text_valid: bool ``[B, L]``.
-        sim_i2t: ``[B, B]`` scaled image-to-text similarities to draw negatives from (no gradient),
-            or ``None`` to draw uniformly among the valid negatives.
-        image_ids: long ``[B]``; pairs sharing an id are never negatives of each other.
-        generator: RNG of the draws.
-    Returns:
-        :class:`~maskmm.losses.LossOutput` of the ``[B pos; B (image, neg text); B (neg image, text)]``
-        batch; pairs without a valid negative are not scored.
-    """
-    b = image_states.shape[0]
-    with torch.no_grad():
-        if sim_i2t is None:
-            sim_i2t = torch.zeros(b, b, device=image_states.device)
-        negs = sample_hard_negatives(sim_i2t, sim_i2t.t(), image_ids, generator=generator, return_flags=True)
-    img_all = torch.cat([image_states, image_states, image_states[negs.image_idx]], dim=0)
-    txt_all = torch.cat([text_states, text_states[negs.text_idx], text_states], dim=0)
-    valid_all = torch.cat([text_valid, text_valid[negs.text_idx], text_valid], dim=0)
-    fused = fusion(img_all, None, txt_all, valid_all)
-    return image_text_matching_loss(head(fused.text[:, 0]), valid=negs.pair_valid())
 
 
 _REQUIRED = {
@@ -217,44 +179,32 @@ class MaskVLM(nn.Module):
             image_ids: long ``[B]``: pairs sharing an id are ITC positives and never ITM negatives.
             generator: RNG of the masks and the hard-negative draws.
         """
-        check_floating("images", images, ndim=4)
-        b = images.shape[0]
-        check_tensor("input_ids", input_ids, shape=(b, None), dtype=torch.long, device=images.device)
-        check_tensor(
-            "text_valid", text_valid, shape=tuple(input_ids.shape), dtype=torch.bool, device=images.device
-        )
-        if image_ids is not None:
-            check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long, device=images.device)
-        check_generator("generator", generator, images.device)
-        if self.on("itm") and b < 2:
-            raise ValueError(
-                f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}"
-            )
-
-        losses: dict[str, Tensor] = {}
-        stats: dict[str, Tensor] = {}
+        check_pair_batch(images, input_ids, text_valid, image_ids, generator, itm=self.on("itm"))
+        step = StepLosses()
         need_img = self.on("itc") or self.on("itm") or self.on("mlm")
         need_txt = self.on("itc") or self.on("itm") or self.on("mim")
         img = self.vision(images).last_hidden if need_img else None  # clean image [B, 1+N, Dv]
         txt = self.text(input_ids, text_valid).last_hidden if need_txt else None  # clean text [B, L, Dt]
 
-        sim_i2t = None
+        sim_i2t = None  # without ITC the hard negatives are drawn uniformly
         if self.on("itc"):
             img_feat = self.vision_proj(img[:, 0])
             txt_feat = self.text_proj(txt[:, 0])
-            out = self.itc_loss(img_feat, txt_feat, image_ids=image_ids)
-            losses["itc"] = out.loss
-            stats.update({f"itc/{k}": v for k, v in out.stats.items()})
-            with torch.no_grad():
-                sim_i2t = (
-                    img_feat.detach().float() @ txt_feat.detach().float().t() / self.itc_loss.temp.float()
-                )
+            step.add("itc", self.itc_loss(img_feat, txt_feat, image_ids=image_ids))
+            sim_i2t = itc_similarity(img_feat, txt_feat, self.itc_loss.temp)
         if self.on("itm"):
-            out = hard_negative_itm(
-                self.fusion, self.itm_head, img, txt, text_valid, sim_i2t, image_ids, generator
+            out = hard_negative_matching(
+                img,
+                None,
+                txt,
+                text_valid,
+                sim_i2t,
+                fuse=fused_text_cls(self.fusion),
+                head=self.itm_head,
+                image_ids=image_ids,
+                generator=generator,
             )
-            losses["itm"] = out.loss
-            stats.update({f"itm/{k}": v for k, v in out.stats.items()})
+            step.add("itm", out)
 
         image_mask = pixel_mask = text_mask = recon = None
         if self.on("mim") or self.on("mlm"):
@@ -265,8 +215,8 @@ class MaskVLM(nn.Module):
                     "masker.image_masker must hide pixels (return pixel_mask), e.g. PixelBlockMasker"
                 )
             text_mask = text_view.text.mask
-            stats["mask/pixel_ratio"] = pixel_mask.float().mean()
-            stats["mask/text_masked"] = text_mask.float().sum(1).mean()
+            step.stats["mask/pixel_ratio"] = pixel_mask.float().mean()
+            step.stats["mask/text_masked"] = text_mask.float().sum(1).mean()
 
             if self.on("mim"):
                 # The ViT sees the whole corrupted image: no patch is dropped or replaced.
@@ -282,8 +232,7 @@ class MaskVLM(nn.Module):
                 out = pixel_reconstruction_loss(
                     recon_full, target, pixel_mask, kind=self.config.pixel_loss, layout="pixel"
                 )
-                losses["mim"] = out.loss
-                stats.update({f"mim/{k}": v for k, v in out.stats.items()})
+                step.add("mim", out)
                 recon = recon_full.detach()
 
             if self.on("mlm"):
@@ -291,11 +240,7 @@ class MaskVLM(nn.Module):
                 masked_txt = self.text(tm.input_ids, text_valid).last_hidden
                 fused = self.fusion(img, None, masked_txt, text_valid)
                 out = masked_token_loss(fused.text, tm.labels, self.mlm_head)
-                losses["mlm"] = out.loss
-                stats.update({f"mlm/{k}": v for k, v in out.stats.items()})
+                step.add("mlm", out)
 
-        losses = {k: losses[k] for k in LOSS_NAMES if k in losses}
-        total = sum(self.config.weight(k) * v.float() for k, v in losses.items())
-        for k, v in losses.items():
-            stats[f"loss_{k}"] = v.detach().float()
-        return MaskVLMOutput(total, losses, stats, image_mask, pixel_mask, text_mask, recon)
+        total = step.total(LOSS_NAMES, self.config.weight)
+        return MaskVLMOutput(total, step.losses, step.stats, image_mask, pixel_mask, text_mask, recon)

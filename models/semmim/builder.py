@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from maskmm.losses import ImageTextContrastive
-from maskmm.masking import TextGuidedPatchMasker, TokenMasker
+from maskmm.masking import TextGuidedPatchMasker
 from maskmm.nn import (
     MatchingHead,
     PresetConfigs,
@@ -16,11 +15,11 @@ from maskmm.nn import (
     build_mlm_head,
     build_text_encoder,
     build_vision_encoder,
-    preset,
 )
 from maskmm.targets import PrototypeProjection, PrototypeTargets
 from maskmm.teachers import ConstantDecay, CosineDecay, DecaySchedule
 
+from .._common import preset_encoders, token_masker
 from .config import SemMIMConfig
 from .model import SemMIM, SemMIMStudent
 
@@ -48,12 +47,7 @@ def tiny_config(**changes: Any) -> SemMIMConfig:
 def encoder_configs(config: SemMIMConfig) -> PresetConfigs:
     """The encoder configs of ``config``: its preset with its overrides; the ViT keeps a mask token
     and the fusion reads image tokens of the ViT's width."""
-    enc = preset(config.encoders, **config.encoder_overrides)
-    vision = dataclasses.replace(enc.vision, mask_token=True)
-    fusion = enc.fusion
-    if fusion.context_dim != vision.dim and fusion.image_dim is None:
-        fusion = dataclasses.replace(fusion, image_dim=vision.dim)
-    return PresetConfigs(vision, enc.text, fusion)
+    return preset_encoders(config, mask_token=True)
 
 
 def decay_schedule(config: SemMIMConfig) -> DecaySchedule:
@@ -121,17 +115,6 @@ def build_semmim(config: SemMIMConfig | None = None, *, encoders: PresetConfigs 
         ),
         global_targets=targets() if "global_codes" in on else None,
         patch_targets=targets() if "mim" in on else None,
-        text_masker=(
-            TokenMasker(
-                config.text_mask_ratio,
-                mask_token_id=config.mask_token_id,
-                vocab_size=t.vocab_size,
-                special_ids=config.special_ids,
-                mask_prob=config.mask_prob,
-                random_prob=config.random_prob,
-            )
-            if "mlm" in on
-            else None
-        ),
+        text_masker=token_masker(config, t.vocab_size) if "mlm" in on else None,
         ema_decay=decay_schedule(config),
     )

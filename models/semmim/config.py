@@ -30,9 +30,17 @@ Our choices (DINO / iBOT practice where one exists), all configurable here:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from .._common import (
+    LossSwitches,
+    check_float_field,
+    check_int_field,
+    check_ratio_field,
+    check_switch_fields,
+    check_text_masking_fields,
+)
 
 __all__ = ["LOSS_NAMES", "SemMIMConfig"]
 
@@ -40,29 +48,8 @@ __all__ = ["LOSS_NAMES", "SemMIMConfig"]
 LOSS_NAMES: tuple[str, ...] = ("itc", "itm", "mlm", "mim", "global_codes")
 
 
-def _ratio(name: str, value: float, *, one_ok: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"SemMIMConfig.{name} must be a float, got {type(value).__name__}")
-    if not (0.0 <= value < 1.0 or (one_ok and value == 1.0)):
-        raise ValueError(f"SemMIMConfig.{name} must lie in [0, {'1]' if one_ok else '1)'}, got {value}")
-
-
-def _int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"SemMIMConfig.{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"SemMIMConfig.{name} must be >= {minimum}, got {value}")
-
-
-def _positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"SemMIMConfig.{name} must be a float, got {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"SemMIMConfig.{name} must be > 0, got {value}")
-
-
 @dataclass
-class SemMIMConfig:
+class SemMIMConfig(LossSwitches):
     """Everything the SemMIM builder needs besides the tokenizer.
 
     Attributes:
@@ -86,6 +73,8 @@ class SemMIMConfig:
         ema_decay, ema_final_decay, ema_anneal_steps: momentum schedule (constant ``ema_decay``
             when ``ema_anneal_steps = 0``, else half-cosine to ``ema_final_decay``).
     """
+
+    LOSS_NAMES: ClassVar[tuple[str, ...]] = LOSS_NAMES
 
     encoders: str = "base"
     encoder_overrides: dict[str, Any] = field(default_factory=dict)
@@ -125,71 +114,24 @@ class SemMIMConfig:
         self.special_ids = tuple(self.special_ids)
         self.validate()
 
-    @property
-    def losses(self) -> tuple[str, ...]:
-        """Names of the enabled losses."""
-        return tuple(n for n in LOSS_NAMES if getattr(self, n))
-
-    def weight(self, name: str) -> float:
-        """Weight of loss ``name``."""
-        return float(getattr(self, f"{name}_weight"))
-
-    def replace(self, **changes: Any) -> SemMIMConfig:
-        """A validated copy with ``changes`` applied (e.g. ``cfg.replace(itm=False)``)."""
-        return dataclasses.replace(self, **changes)
-
     def validate(self) -> SemMIMConfig:
         """Check ranges and consistency; raise ``ValueError``/``TypeError`` naming the field."""
-        if not isinstance(self.encoders, str):
-            raise TypeError(
-                f"SemMIMConfig.encoders must be a preset name, got {type(self.encoders).__name__}"
-            )
-        if not isinstance(self.encoder_overrides, dict):
-            raise TypeError(
-                f"SemMIMConfig.encoder_overrides must be a dict, got {type(self.encoder_overrides).__name__}"
-            )
-        for name in LOSS_NAMES:
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"SemMIMConfig.{name} must be a bool, got {getattr(self, name)!r}")
-            w = getattr(self, f"{name}_weight")
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-                raise ValueError(f"SemMIMConfig.{name}_weight must be a float >= 0, got {w!r}")
-        if not self.losses:
-            raise ValueError(
-                f"SemMIMConfig turns every loss off ({', '.join(LOSS_NAMES)}); enable at least one"
-            )
-        _int("embed_dim", self.embed_dim, 1)
-        if isinstance(self.temperature, bool) or not 0.001 <= self.temperature <= 0.5:
-            raise ValueError(f"SemMIMConfig.temperature must lie in [0.001, 0.5], got {self.temperature}")
-        _int("itc_queue_size", self.itc_queue_size, 0)
-        _ratio("itc_alpha", self.itc_alpha, one_ok=True)
-        _int("num_codes", self.num_codes, 1)
-        _int("code_dim", self.code_dim, 1)
-        _int("code_hidden_dim", self.code_hidden_dim, 1)
-        _positive("teacher_temp", self.teacher_temp)
-        _positive("student_temp", self.student_temp)
-        _ratio("center_momentum", self.center_momentum, one_ok=True)
-        _ratio("mask_ratio", self.mask_ratio)
-        if isinstance(self.mask_temperature, bool) or not isinstance(self.mask_temperature, (int, float)):
-            raise TypeError(f"SemMIMConfig.mask_temperature must be a float, got {self.mask_temperature!r}")
-        if not 0.0 <= self.mask_temperature < float("inf"):
-            raise ValueError(
-                f"SemMIMConfig.mask_temperature must be a finite float >= 0, got {self.mask_temperature}"
-            )
+        check_switch_fields(self)
+        check_int_field(self, "embed_dim", 1)
+        check_float_field(self, "temperature", 0.001, 0.5)
+        check_int_field(self, "itc_queue_size", 0)
+        check_ratio_field(self, "itc_alpha", allow_one=True)
+        for name in ("num_codes", "code_dim", "code_hidden_dim"):
+            check_int_field(self, name, 1)
+        check_float_field(self, "teacher_temp", 0.0, open_low=True)
+        check_float_field(self, "student_temp", 0.0, open_low=True)
+        check_ratio_field(self, "center_momentum", allow_one=True)
+        check_ratio_field(self, "mask_ratio")
+        check_float_field(self, "mask_temperature", 0.0)
         if self.mask_mode not in ("token", "drop"):
             raise ValueError(f"SemMIMConfig.mask_mode must be 'token' or 'drop', got {self.mask_mode!r}")
-        _ratio("text_mask_ratio", self.text_mask_ratio)
-        _ratio("mask_prob", self.mask_prob, one_ok=True)
-        _ratio("random_prob", self.random_prob, one_ok=True)
-        if self.mask_prob + self.random_prob > 1.0 + 1e-9:
-            raise ValueError(
-                "SemMIMConfig.mask_prob + random_prob must be <= 1, "
-                f"got {self.mask_prob} + {self.random_prob}"
-            )
-        _int("mask_token_id", self.mask_token_id, 0)
-        for i in self.special_ids:
-            _int("special_ids[*]", i, 0)
-        _ratio("ema_decay", self.ema_decay, one_ok=True)
-        _ratio("ema_final_decay", self.ema_final_decay, one_ok=True)
-        _int("ema_anneal_steps", self.ema_anneal_steps, 0)
+        check_text_masking_fields(self)
+        check_ratio_field(self, "ema_decay", allow_one=True)
+        check_ratio_field(self, "ema_final_decay", allow_one=True)
+        check_int_field(self, "ema_anneal_steps", 0)
         return self

@@ -28,20 +28,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_generator, check_tensor
-from maskmm.losses import (
-    ImageTextContrastive,
-    LossOutput,
-    image_text_matching_loss,
-    masked_token_loss,
-    prototype_loss,
-    sample_hard_negatives,
-)
+from maskmm._checks import check_ratio
+from maskmm.losses import ImageTextContrastive, hard_negative_matching, masked_token_loss, prototype_loss
 from maskmm.masking import TextGuidedPatchMasker, TokenMasker
 from maskmm.nn import CrossAttentionFusion
 from maskmm.targets import PrototypeTargets
 from maskmm.teachers import EMATeacher
 
+from .._common import StepLosses, check_pair_batch, fused_text_cls, itc_similarity
 from .config import LOSS_NAMES, SemMIMConfig
 from .scores import text_patch_similarity
 
@@ -116,28 +110,6 @@ _REQUIRED = {
     "mim": ("fusion", "vision_proj", "text_proj", "code_head", "prototypes"),
     "global_codes": ("fusion", "vision_proj", "text_proj", "code_head", "prototypes"),
 }
-
-
-def _itm(
-    student: SemMIMStudent,
-    img: Tensor,
-    txt: Tensor,
-    valid: Tensor,
-    sim_i2t: Tensor | None,
-    image_ids: Tensor | None,
-    generator: torch.Generator | None,
-) -> LossOutput:
-    """ALBEF ITM: one hard negative text per image and image per text, from ``sim_i2t`` (or uniform)."""
-    b = img.shape[0]
-    with torch.no_grad():
-        if sim_i2t is None:
-            sim_i2t = torch.zeros(b, b, device=img.device)
-        negs = sample_hard_negatives(sim_i2t, sim_i2t.t(), image_ids, generator=generator, return_flags=True)
-    img_all = torch.cat([img, img, img[negs.image_idx]], dim=0)
-    txt_all = torch.cat([txt, txt[negs.text_idx], txt], dim=0)
-    valid_all = torch.cat([valid, valid[negs.text_idx], valid], dim=0)
-    fused = student.fusion(img_all, None, txt_all, valid_all)
-    return image_text_matching_loss(student.itm_head(fused.text[:, 0]), valid=negs.pair_valid())
 
 
 class SemMIM(nn.Module):
@@ -263,27 +235,12 @@ class SemMIM(nn.Module):
             generator: RNG of the masks and the hard-negative draws.
         """
         cfg = self.config
-        check_floating("images", images, ndim=4)
-        b = images.shape[0]
-        check_tensor("input_ids", input_ids, shape=(b, None), dtype=torch.long, device=images.device)
-        check_tensor(
-            "text_valid", text_valid, shape=tuple(input_ids.shape), dtype=torch.bool, device=images.device
-        )
-        if image_ids is not None:
-            check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long, device=images.device)
-        alpha = cfg.itc_alpha if alpha is None else alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be a float in [0, 1], got {alpha!r}")
-        check_generator("generator", generator, images.device)
-        if self.on("itm") and b < 2:
-            raise ValueError(
-                f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}"
-            )
+        check_pair_batch(images, input_ids, text_valid, image_ids, generator, itm=self.on("itm"))
+        alpha = check_ratio("alpha", cfg.itc_alpha if alpha is None else alpha, allow_one=True)
 
         st = self.student
         coded = self.on("mim") or self.on("global_codes")
-        losses: dict[str, Tensor] = {}
-        stats: dict[str, Tensor] = {}
+        step = StepLosses()
 
         # ---------------- momentum model on the clean pair (no grad)
         t_img = t_txt = scores = cls_probs = patch_probs = None
@@ -310,7 +267,7 @@ class SemMIM(nn.Module):
         need_img = self.on("itc") or self.on("itm") or self.on("mlm")
         img = st.vision(images).last_hidden if need_img else None
         txt = st.text(input_ids, text_valid).last_hidden if (need_img or coded) else None
-        sim_i2t = None
+        sim_i2t = None  # without ITC the hard negatives are drawn uniformly
         if self.on("itc"):
             img_feat = st.vision_proj(img[:, 0])
             txt_feat = st.text_proj(txt[:, 0])
@@ -323,18 +280,23 @@ class SemMIM(nn.Module):
                 image_feat_m=img_feat_m,
                 text_feat_m=txt_feat_m,
                 image_ids=image_ids,
-                alpha=float(alpha),
+                alpha=alpha,
             )
-            losses["itc"] = out.loss
-            stats.update({f"itc/{k}": v for k, v in out.stats.items()})
-            with torch.no_grad():
-                sim_i2t = (
-                    img_feat.detach().float() @ txt_feat.detach().float().t() / self.itc_loss.temp.float()
-                )
+            step.add("itc", out)
+            sim_i2t = itc_similarity(img_feat, txt_feat, self.itc_loss.temp)
         if self.on("itm"):
-            out = _itm(st, img, txt, text_valid, sim_i2t, image_ids, generator)
-            losses["itm"] = out.loss
-            stats.update({f"itm/{k}": v for k, v in out.stats.items()})
+            out = hard_negative_matching(
+                img,
+                None,
+                txt,
+                text_valid,
+                sim_i2t,
+                fuse=fused_text_cls(st.fusion),
+                head=st.itm_head,
+                image_ids=image_ids,
+                generator=generator,
+            )
+            step.add("itm", out)
 
         # ---------------- text-guided masked view, fused with the clean caption
         image_mask = None
@@ -352,19 +314,17 @@ class SemMIM(nn.Module):
             logits = st.prototypes(st.code_head(fused))  # [B, 1+N, K]
             with torch.no_grad():
                 m = pm.mask.float()
-                stats["mask/image_masked"] = m.sum(1).mean()
-                stats["mask/score_masked"] = (scores * m).sum() / m.sum().clamp(min=1.0)
-                stats["mask/score_mean"] = scores.mean()
+                step.stats["mask/image_masked"] = m.sum(1).mean()
+                step.stats["mask/score_masked"] = (scores * m).sum() / m.sum().clamp(min=1.0)
+                step.stats["mask/score_mean"] = scores.mean()
             if self.on("mim"):
                 out = prototype_loss(
                     logits[:, 1:], patch_probs, pm.mask, student_temperature=cfg.student_temp
                 )
-                losses["mim"] = out.loss
-                stats.update({f"mim/{k}": v for k, v in out.stats.items()})
+                step.add("mim", out)
             if self.on("global_codes"):
                 out = prototype_loss(logits[:, 0], cls_probs, student_temperature=cfg.student_temp)
-                losses["global_codes"] = out.loss
-                stats.update({f"global_codes/{k}": v for k, v in out.stats.items()})
+                step.add("global_codes", out)
 
         # ---------------- optional MLM: (clean image, masked caption)
         text_mask = None
@@ -374,11 +334,7 @@ class SemMIM(nn.Module):
             masked_txt = st.text(tm.input_ids, text_valid).last_hidden
             fused_t = st.fusion(img, None, masked_txt, text_valid).text
             out = masked_token_loss(fused_t, tm.labels, st.mlm_head)
-            losses["mlm"] = out.loss
-            stats.update({f"mlm/{k}": v for k, v in out.stats.items()})
+            step.add("mlm", out)
 
-        losses = {k: losses[k] for k in LOSS_NAMES if k in losses}
-        total = sum(cfg.weight(k) * v.float() for k, v in losses.items())
-        for k, v in losses.items():
-            stats[f"loss_{k}"] = v.detach().float()
-        return SemMIMOutput(total, losses, stats, image_mask, scores, text_mask)
+        total = step.total(LOSS_NAMES, cfg.weight)
+        return SemMIMOutput(total, step.losses, step.stats, image_mask, scores, text_mask)

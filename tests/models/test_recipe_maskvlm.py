@@ -5,21 +5,15 @@ import math
 import pytest
 import torch
 from maskmm.models.maskvlm import MaskVLM, MaskVLMConfig, build_maskvlm, tiny_config
+from recipe_helpers import SMALL, gen, pair_batch, single_thread
 
 from maskmm.masking import JointMasker
-
-VOCAB = 1024  # tiny preset vocabulary
-SMALL = {"depth": 1, "dim": 64, "image_size": 32, "intermediate_size": 128, "mlp_ratio": 2.0}
-SPECIALS = (0, 1, 2, 3, 4)
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    # Tiny matmuls run fastest single-threaded on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 def _model(**changes) -> MaskVLM:
@@ -27,23 +21,6 @@ def _model(**changes) -> MaskVLM:
     changes.setdefault("encoder_overrides", SMALL)
     changes.setdefault("block_size", 8)  # 32 px image -> 4 x 4 blocks of 8 px
     return build_maskvlm(tiny_config(**changes))
-
-
-def _batch(b: int = 5, length: int = 11, size: int = 32, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randn(b, 3, size, size, generator=g)
-    ids = torch.randint(5, VOCAB, (b, length), generator=g)
-    ids[:, 0] = 1
-    lengths = torch.randint(4, length + 1, (b,), generator=g)
-    lengths[0] = length
-    valid = torch.arange(length)[None] < lengths[:, None]
-    ids[torch.arange(b), lengths - 1] = 2
-    ids[~valid] = 0
-    return images, ids, valid
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- config
@@ -83,8 +60,8 @@ def test_builder_checks_block_and_patch_sizes_nest():
 
 def test_forward_outputs_shapes_and_counts():
     m = _model()
-    images, ids, valid = _batch()
-    out = m(images, ids, valid, generator=_gen())
+    images, ids, valid = pair_batch()
+    out = m(images, ids, valid, generator=gen())
     b, length = ids.shape
     assert tuple(out.losses) == ("itc", "itm", "mlm", "mim")
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in out.losses.values())
@@ -109,14 +86,14 @@ def test_forward_outputs_shapes_and_counts():
 
 def test_vit_sees_the_whole_pixel_masked_image():
     m = _model()
-    images, ids, valid = _batch()
+    images, ids, valid = pair_batch()
     calls = []
 
     def hook(module, args, kwargs, output):
         calls.append((args[0].detach().clone(), dict(kwargs), output.last_hidden.shape))
 
     handle = m.vision.register_forward_hook(hook, with_kwargs=True)
-    out = m(images, ids, valid, generator=_gen())
+    out = m(images, ids, valid, generator=gen())
     handle.remove()
     assert len(calls) == 2  # clean view, then the pixel-masked view
     (clean, kw0, shape0), (masked, kw1, shape1) = calls
@@ -132,13 +109,13 @@ def test_vit_sees_the_whole_pixel_masked_image():
 
 def test_mim_is_l1_on_hidden_pixels_and_decoder_reads_clean_text():
     m = _model()
-    images, ids, valid = _batch()
+    images, ids, valid = pair_batch()
     text_calls, dec_calls = [], []
     h1 = m.text.register_forward_hook(lambda mod, a, o: text_calls.append((a[0].clone(), o.last_hidden)))
     h2 = m.pixel_decoder.register_forward_hook(
         lambda mod, a, kw, o: dec_calls.append(kw["context"]), with_kwargs=True
     )
-    out = m(images, ids, valid, generator=_gen())
+    out = m(images, ids, valid, generator=gen())
     h1.remove()
     h2.remove()
     # independent L1 over every element of the hidden pixels, in float64
@@ -154,7 +131,7 @@ def test_mim_is_l1_on_hidden_pixels_and_decoder_reads_clean_text():
 
 def test_mim_gradient_only_through_hidden_pixels():
     m = _model(itc=False, itm=False, mlm=False)
-    images, ids, valid = _batch()
+    images, ids, valid = pair_batch()
     recon = []
 
     def keep(module, args, output):
@@ -162,7 +139,7 @@ def test_mim_gradient_only_through_hidden_pixels():
         recon.append(output)
 
     h = m.pixel_decoder.register_forward_hook(keep)
-    out = m(images, ids, valid, generator=_gen())
+    out = m(images, ids, valid, generator=gen())
     h.remove()
     out.loss.backward()
     g = recon[0].grad  # [B, N, p*p*C]
@@ -170,12 +147,26 @@ def test_mim_gradient_only_through_hidden_pixels():
     assert torch.all(g[out.image_mask] != 0)
 
 
+def test_itm_scores_each_pair_and_its_only_negative():
+    m = _model(itc=False, mlm=False, mim=False)
+    images, ids, valid = pair_batch(b=2)  # two pairs: each one's negative is the other
+    out = m(images, ids, valid, generator=gen())
+    with torch.no_grad():
+        img, txt = m.vision(images).last_hidden, m.text(ids, valid).last_hidden
+        pairs = [(0, 0, 1), (1, 1, 1), (0, 1, 0), (1, 0, 0), (1, 0, 0), (0, 1, 0)]  # (image, text, label)
+        terms = [
+            -torch.log_softmax(m.itm_logits(img[[a]], txt[[t]], valid[[t]]).double(), -1)[0, label]
+            for a, t, label in pairs
+        ]
+    torch.testing.assert_close(out.losses["itm"].double(), torch.stack(terms).mean(), rtol=1e-5, atol=1e-6)
+
+
 def test_mlm_fuses_masked_text_with_the_clean_image():
     m = _model(itc=False, itm=False, mim=False)
-    images, ids, valid = _batch()
+    images, ids, valid = pair_batch()
     seen = []
     h = m.fusion.register_forward_hook(lambda mod, a, o: seen.append(a[0].detach().clone()))
-    out = m(images, ids, valid, generator=_gen())
+    out = m(images, ids, valid, generator=gen())
     h.remove()
     with torch.no_grad():
         clean_states = m.vision(images).last_hidden
@@ -190,11 +181,11 @@ def test_mlm_fuses_masked_text_with_the_clean_image():
 
 def test_a_few_steps_decrease_the_total_loss():
     m = _model()
-    images, ids, valid = _batch(b=6)
+    images, ids, valid = pair_batch(b=6)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.0)
     totals = []
     for _ in range(8):
-        out = m(images, ids, valid, generator=_gen())  # same masks and negatives every step
+        out = m(images, ids, valid, generator=gen())  # same masks and negatives every step
         assert all(torch.isfinite(v) for v in out.losses.values())
         totals.append(out.loss.item())
         opt.zero_grad()
@@ -217,8 +208,8 @@ def test_a_few_steps_decrease_the_total_loss():
 )
 def test_switching_losses_off_is_a_config_change(changes, expected, absent):
     m = _model(**changes)
-    images, ids, valid = _batch()
-    out = m(images, ids, valid, generator=_gen())
+    images, ids, valid = pair_batch()
+    out = m(images, ids, valid, generator=gen())
     assert tuple(out.losses) == expected
     assert all(getattr(m, part) is None for part in absent)
     out.loss.backward()
@@ -228,15 +219,15 @@ def test_switching_losses_off_is_a_config_change(changes, expected, absent):
 
 def test_weights_scale_the_total():
     m = _model(mim_weight=2.0, itm_weight=0.0)
-    out = m(*_batch(), generator=_gen())
+    out = m(*pair_batch(), generator=gen())
     L = {k: v.detach().double() for k, v in out.losses.items()}
     assert torch.allclose(out.loss.double(), L["itc"] + L["mlm"] + 2.0 * L["mim"], rtol=1e-6)
 
 
 def test_no_hidden_block_gives_zero_mim_loss():
     m = _model(image_mask_ratio=0.0, itc=False, itm=False, mlm=False)
-    images, ids, valid = _batch()
-    out = m(images, ids, valid, generator=_gen())
+    images, ids, valid = pair_batch()
+    out = m(images, ids, valid, generator=gen())
     assert not out.pixel_mask.any()
     assert out.losses["mim"].item() == 0.0
     out.loss.backward()
@@ -245,10 +236,10 @@ def test_no_hidden_block_gives_zero_mim_loss():
 
 def test_same_seed_same_result_other_seed_other_masks():
     m = _model()
-    batch = _batch()
-    a = m(*batch, generator=_gen(3))
-    b = m(*batch, generator=_gen(3))
-    c = m(*batch, generator=_gen(4))
+    batch = pair_batch()
+    a = m(*batch, generator=gen(3))
+    b = m(*batch, generator=gen(3))
+    c = m(*batch, generator=gen(4))
     assert torch.equal(a.loss, b.loss)
     assert torch.equal(a.pixel_mask, b.pixel_mask) and torch.equal(a.text_mask, b.text_mask)
     assert not torch.equal(a.pixel_mask, c.pixel_mask)
@@ -256,7 +247,7 @@ def test_same_seed_same_result_other_seed_other_masks():
 
 def test_bad_inputs_raise_naming_the_argument():
     m = _model()
-    images, ids, valid = _batch()
+    images, ids, valid = pair_batch()
     with pytest.raises(TypeError, match="input_ids"):
         m(images, ids.int(), valid)
     with pytest.raises(ValueError, match="text_valid"):
@@ -270,8 +261,8 @@ def test_tiny_preset_builds_and_runs():
     m = build_maskvlm(tiny_config())
     assert m.vision.config.image_size == 64 and m.vision.config.patch_size == 8
     assert m.vision.mask_token is None  # MaskVLM never replaces patches
-    images, ids, valid = _batch(b=2, size=64)
-    out = m(images, ids, valid, generator=_gen())
+    images, ids, valid = pair_batch(b=2, size=64)
+    out = m(images, ids, valid, generator=gen())
     assert out.image_mask.shape == (2, 64)
     assert out.pixel_mask.view(2, 4, 16, 4, 16).all(4).all(2).sum((1, 2)).tolist() == [10, 10]
     assert torch.isfinite(out.loss)
@@ -280,7 +271,7 @@ def test_tiny_preset_builds_and_runs():
 def test_bf16_autocast_keeps_fp32_losses():
     m = _model()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = m(*_batch(), generator=_gen())
+        out = m(*pair_batch(), generator=gen())
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.losses.values())
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)

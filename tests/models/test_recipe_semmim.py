@@ -4,20 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from maskmm.models.semmim import SemMIM, SemMIMConfig, build_semmim, text_patch_similarity, tiny_config
+from recipe_helpers import SMALL, gen, pair_batch, single_thread
 
 from maskmm.masking import patch_masking_from_mask
-
-VOCAB = 1024  # tiny preset vocabulary
-SMALL = {"depth": 1, "dim": 64, "image_size": 32, "intermediate_size": 128, "mlp_ratio": 2.0}
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    # Tiny matmuls run fastest single-threaded on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 def _model(**changes) -> SemMIM:
@@ -27,22 +22,6 @@ def _model(**changes) -> SemMIM:
     changes.setdefault("code_dim", 32)
     changes.setdefault("code_hidden_dim", 64)
     return build_semmim(tiny_config(**changes))
-
-
-def _batch(b: int = 5, length: int = 11, size: int = 32, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randn(b, 3, size, size, generator=g)
-    ids = torch.randint(5, VOCAB, (b, length), generator=g)
-    ids[:, 0] = 1
-    lengths = torch.randint(4, length + 1, (b,), generator=g)
-    lengths[0] = length
-    valid = torch.arange(length)[None] < lengths[:, None]
-    ids[~valid] = 0
-    return images, ids, valid
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- config
@@ -76,7 +55,7 @@ def test_masked_modeling_needs_a_merged_fusion():
     with pytest.raises(ValueError, match="merged"):
         _model(encoder_overrides={**SMALL, "kind": "cross"})
     m = _model(encoder_overrides={**SMALL, "kind": "cross"}, mim=False, global_codes=False)
-    assert tuple(m(*_batch(), generator=_gen()).losses) == ("itc", "itm")
+    assert tuple(m(*pair_batch(), generator=gen()).losses) == ("itc", "itm")
 
 
 # --------------------------------------------------------------------------- forward
@@ -84,8 +63,8 @@ def test_masked_modeling_needs_a_merged_fusion():
 
 def test_forward_outputs_and_shapes():
     m = _model()
-    images, ids, valid = _batch()
-    out = m(images, ids, valid, torch.arange(5), generator=_gen())
+    images, ids, valid = pair_batch()
+    out = m(images, ids, valid, torch.arange(5), generator=gen())
     assert tuple(out.losses) == ("itc", "itm", "mim", "global_codes")
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in out.losses.values())
     ref = sum(v.detach().double() for v in out.losses.values())
@@ -109,24 +88,24 @@ def _reference_scores(m: SemMIM, images, ids, valid) -> torch.Tensor:
 
 def test_text_guided_masking_hides_the_most_caption_relevant_patches():
     m = _model(mask_temperature=0.0)
-    images, ids, valid = _batch()
-    out = m(images, ids, valid, generator=_gen())
+    images, ids, valid = pair_batch()
+    out = m(images, ids, valid, generator=gen())
     ref = _reference_scores(m, images, ids, valid)
     assert torch.allclose(out.patch_scores.double(), ref, atol=1e-5)
     top = torch.zeros_like(out.image_mask).scatter_(1, ref.topk(8, dim=1).indices, True)
     assert torch.equal(out.image_mask, top)
     # the scores follow the caption
-    other = m(images, ids.roll(1, 0), valid.roll(1, 0), generator=_gen()).patch_scores
+    other = m(images, ids.roll(1, 0), valid.roll(1, 0), generator=gen()).patch_scores
     assert not torch.allclose(other, out.patch_scores)
 
 
 def test_gumbel_temperature_randomises_the_mask():
     m = _model(mask_temperature=0.5)
-    batch = _batch()
-    a = m(*batch, generator=_gen(1)).image_mask
-    b = m(*batch, generator=_gen(2)).image_mask
+    batch = pair_batch()
+    a = m(*batch, generator=gen(1)).image_mask
+    b = m(*batch, generator=gen(2)).image_mask
     assert not torch.equal(a, b)
-    assert torch.equal(a, m(*batch, generator=_gen(1)).image_mask)
+    assert torch.equal(a, m(*batch, generator=gen(1)).image_mask)
 
 
 def test_code_losses_match_an_independent_reference():
@@ -134,8 +113,8 @@ def test_code_losses_match_an_independent_reference():
     with torch.no_grad():
         m.patch_targets.center.normal_()
         m.global_targets.center.normal_()
-    images, ids, valid = _batch()
-    out = m(images, ids, valid, generator=_gen())
+    images, ids, valid = pair_batch()
+    out = m(images, ids, valid, generator=gen())
     t, s = m.teacher.module, m.student
     with torch.no_grad():
         t_img = t.vision(images).last_hidden
@@ -153,6 +132,23 @@ def test_code_losses_match_an_independent_reference():
     assert torch.allclose(out.losses["mim"].double(), ref_mim, rtol=1e-4, atol=1e-5)
 
 
+def test_itm_scores_each_pair_and_its_only_negative():
+    m = _model(itc=False, mim=False, global_codes=False)
+    images, ids, valid = pair_batch(b=2)  # two pairs: each one's negative is the other
+    out = m(images, ids, valid, generator=gen())
+    s = m.student
+    with torch.no_grad():
+        img, txt = s.vision(images).last_hidden, s.text(ids, valid).last_hidden
+        pairs = [(0, 0, 1), (1, 1, 1), (0, 1, 0), (1, 0, 0), (1, 0, 0), (0, 1, 0)]  # (image, text, label)
+        terms = [
+            -torch.log_softmax(
+                s.itm_head(s.fusion(img[[a]], None, txt[[t]], valid[[t]]).text[:, 0]).double(), -1
+            )[0, label]
+            for a, t, label in pairs
+        ]
+    torch.testing.assert_close(out.losses["itm"].double(), torch.stack(terms).mean(), rtol=1e-5, atol=1e-6)
+
+
 def test_mim_gradient_reaches_only_masked_patch_logits():
     m = _model(itc=False, itm=False, global_codes=False)
     kept = []
@@ -162,7 +158,7 @@ def test_mim_gradient_reaches_only_masked_patch_logits():
         kept.append(output)
 
     h = m.student.prototypes.register_forward_hook(keep)
-    out = m(*_batch(), generator=_gen())
+    out = m(*pair_batch(), generator=gen())
     h.remove()
     out.loss.backward()
     (logits,) = kept
@@ -184,7 +180,7 @@ def test_teacher_gets_no_gradient_and_moves_after_update():
     }
     before = {k: v.clone() for k, v in teacher.items()}
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
-    out = m(*_batch(), generator=_gen())
+    out = m(*pair_batch(), generator=gen())
     out.loss.backward()
     assert all(t.grad is None for t in m.teacher.module.state_dict().values())
     assert all(torch.equal(before[k], v) for k, v in m.teacher.module.state_dict().items())
@@ -200,13 +196,13 @@ def test_teacher_gets_no_gradient_and_moves_after_update():
 
 def test_centres_update_in_training_mode_only():
     m = _model()
-    batch = _batch()
+    batch = pair_batch()
     c0 = m.patch_targets.center.clone(), m.global_targets.center.clone()
     m.eval()
-    m(*batch, generator=_gen())
+    m(*batch, generator=gen())
     assert torch.equal(m.patch_targets.center, c0[0]) and torch.equal(m.global_targets.center, c0[1])
     m.train()
-    m(*batch, generator=_gen())
+    m(*batch, generator=gen())
     assert not torch.equal(m.patch_targets.center, c0[0]) and not torch.equal(m.global_targets.center, c0[1])
 
 
@@ -215,12 +211,12 @@ def test_centres_update_in_training_mode_only():
 
 def test_a_few_steps_decrease_the_total_loss():
     m = _model(itc_queue_size=0)  # a filling queue would change the ITC task between steps
-    images, ids, valid = _batch(b=6)
+    images, ids, valid = pair_batch(b=6)
     image_ids = torch.arange(6)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
     totals = []
     for step in range(8):
-        out = m(images, ids, valid, image_ids, generator=_gen())
+        out = m(images, ids, valid, image_ids, generator=gen())
         assert all(torch.isfinite(v) for v in out.losses.values())
         totals.append(out.loss.item())
         opt.zero_grad()
@@ -240,8 +236,8 @@ def test_a_few_steps_decrease_the_total_loss():
 )
 def test_switching_losses_off_is_a_config_change(changes, expected):
     m = _model(**changes)
-    images, ids, valid = _batch()
-    out = m(images, ids, valid, generator=_gen())
+    images, ids, valid = pair_batch()
+    out = m(images, ids, valid, generator=gen())
     assert tuple(out.losses) == expected
     assert (out.text_mask is not None) == ("mlm" in expected)
     assert (out.image_mask is not None) == ("mim" in expected or "global_codes" in expected)
@@ -252,16 +248,16 @@ def test_switching_losses_off_is_a_config_change(changes, expected):
 
 def test_same_seed_same_result():
     m = _model(mlm=True).eval()
-    batch = _batch()
-    a = m(*batch, generator=_gen(3))
-    b = m(*batch, generator=_gen(3))
+    batch = pair_batch()
+    a = m(*batch, generator=gen(3))
+    b = m(*batch, generator=gen(3))
     assert torch.equal(a.loss, b.loss)
     assert torch.equal(a.image_mask, b.image_mask) and torch.equal(a.text_mask, b.text_mask)
 
 
 def test_bad_inputs_raise_naming_the_argument():
     m = _model()
-    images, ids, valid = _batch()
+    images, ids, valid = pair_batch()
     with pytest.raises(TypeError, match="text_valid"):
         m(images, ids, valid.long())
     with pytest.raises(ValueError, match="alpha"):
@@ -274,7 +270,7 @@ def test_tiny_preset_builds_and_runs():
     torch.manual_seed(0)
     m = build_semmim(tiny_config())
     assert m.student.vision.config.num_patches == 64
-    out = m(*_batch(b=2, size=64), generator=_gen())
+    out = m(*pair_batch(b=2, size=64), generator=gen())
     assert out.image_mask.sum(1).tolist() == [32, 32]
     assert torch.isfinite(out.loss)
 
@@ -282,7 +278,7 @@ def test_tiny_preset_builds_and_runs():
 def test_bf16_autocast_keeps_fp32_losses():
     m = _model()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = m(*_batch(), generator=_gen())
+        out = m(*pair_batch(), generator=gen())
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.losses.values())
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
