@@ -33,7 +33,18 @@ def test_wheel_holds_only_maskmm_and_imports_from_a_clean_target(tmp_path: Path)
     except ImportError:
         pytest.skip("setuptools is not installed in this environment; the wheel cannot be built offline")
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         capture_output=True,
         text=True,
     )
@@ -56,7 +67,11 @@ def test_wheel_holds_only_maskmm_and_imports_from_a_clean_target(tmp_path: Path)
     packages = {p.name for p in target.iterdir() if not p.name.endswith(".dist-info")} - {"bin"}
     assert packages == {"maskmm"}
     probe = subprocess.run(
-        [sys.executable, "-c", "import maskmm.kernels.attention, maskmm.models; print(maskmm.kernels.__file__)"],
+        [
+            sys.executable,
+            "-c",
+            "import maskmm.kernels.attention, maskmm.models; print(maskmm.kernels.__file__)",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
