@@ -167,6 +167,15 @@ def build_model(
             else None
         ),
     )
-    itc = ImageTextContrastive(m.embed_dim, cfg.itc.queue_size, cfg.itc.temperature) if L.itc else None
+    itc = (
+        ImageTextContrastive(
+            m.embed_dim,
+            cfg.itc.queue_size,
+            cfg.itc.temperature,
+            learnable_temperature=cfg.itc.learnable_temperature,
+        )
+        if L.itc
+        else None
+    )
     settings = build_settings(cfg, vocab_size=vocab, mask_token_id=mask_token_id, special_ids=special_ids)
     return MAMO(student, settings, itc=itc, ema_decay=decay_schedule(cfg))

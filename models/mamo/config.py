@@ -110,12 +110,15 @@ class ITCConfig:
     """ALBEF ITC. ``momentum_keys``: keys (and the queue) are the EMA teacher's features, with
     momentum distillation (ALBEF); ``False``: keys are the online features of the global batch
     (CLIP style, no distillation), which learns much faster from scratch. ``pool``: the ITC
-    feature is the CLS state (ALBEF) or the mean of the valid non-CLS states."""
+    feature is the CLS state (ALBEF) or the mean of the valid non-CLS states.
+    ``learnable_temperature``: ALBEF learns it (clamped to [0.001, 0.5]); with a high learning
+    rate from scratch it can run to the lower clamp, so small runs may keep it fixed."""
 
     momentum_keys: bool = True
     pool: Literal["cls", "mean"] = "cls"
     queue_size: int = 1024
     temperature: float = 0.07
+    learnable_temperature: bool = True
     alpha: float = 0.4
     alpha_warmup_steps: int = 0
     distill: bool = True
@@ -163,6 +166,7 @@ class DataConfig:
     kind: Literal["shapes", "json"] = "shapes"
     image_size: int = 64
     max_text_len: int = 32
+    normalize: Literal["imagenet", "clip", "none"] = "imagenet"
     seed: int = 0
     train_size: int = 100000
     ann_file: str = ""

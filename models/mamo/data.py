@@ -13,8 +13,13 @@ from typing import Any
 import torch
 
 from maskmm.data import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     ImageTextCollator,
     JsonCaptionDataset,
+    Normalize,
     ShapesConfig,
     ShapesDataset,
     WordTokenizer,
@@ -29,6 +34,7 @@ __all__ = [
     "build_tokenizer",
     "build_train_dataset",
     "eval_dataset",
+    "image_transform",
     "retrieval_set",
     "shapes_config",
 ]
@@ -36,6 +42,15 @@ __all__ = [
 
 def shapes_config(cfg: MAMOConfig) -> ShapesConfig:
     return ShapesConfig(image_size=cfg.data.image_size)
+
+
+def image_transform(cfg: MAMOConfig) -> Normalize | None:
+    """Per-channel normalisation of the ``[0, 1]`` images (``data.normalize``), or ``None``."""
+    if cfg.data.normalize == "none":
+        return None
+    if cfg.data.normalize == "clip":
+        return Normalize(CLIP_MEAN, CLIP_STD)
+    return Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def build_tokenizer(cfg: MAMOConfig) -> Any:
@@ -54,8 +69,16 @@ def build_tokenizer(cfg: MAMOConfig) -> Any:
 def build_train_dataset(cfg: MAMOConfig) -> torch.utils.data.Dataset:
     """The training split of the configured data."""
     if cfg.data.kind == "shapes":
-        return ShapesDataset("train", cfg.data.train_size, seed=cfg.data.seed, config=shapes_config(cfg))
-    return JsonCaptionDataset(cfg.data.ann_file, cfg.data.image_root, image_size=cfg.data.image_size)
+        return ShapesDataset(
+            "train",
+            cfg.data.train_size,
+            seed=cfg.data.seed,
+            config=shapes_config(cfg),
+            transform=image_transform(cfg),
+        )
+    return JsonCaptionDataset(
+        cfg.data.ann_file, cfg.data.image_root, image_size=cfg.data.image_size, transform=image_transform(cfg)
+    )
 
 
 def build_collate(cfg: MAMOConfig, tokenizer: Any) -> ImageTextCollator:
@@ -87,7 +110,9 @@ class EvalSet:
 
 
 def eval_dataset(cfg: MAMOConfig, split: str, n: int) -> ShapesDataset:
-    return ShapesDataset(split, n, seed=cfg.data.seed, config=shapes_config(cfg))
+    return ShapesDataset(
+        split, n, seed=cfg.data.seed, config=shapes_config(cfg), transform=image_transform(cfg)
+    )
 
 
 def retrieval_set(cfg: MAMOConfig, split: str, n: int) -> EvalSet:

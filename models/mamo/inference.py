@@ -27,7 +27,7 @@ from maskmm.training import latest_checkpoint, load_checkpoint
 
 from .builder import build_model
 from .config import MAMOConfig, config_from_dict
-from .data import build_tokenizer
+from .data import build_tokenizer, image_transform
 from .model import MAMO
 
 __all__ = ["Encoded", "MAMOInference"]
@@ -88,10 +88,18 @@ class MAMOInference:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def preprocess(self, images: Tensor) -> Tensor:
+        """``[0, 1]`` images -> the normalisation used in training (``data.normalize``)."""
+        t = image_transform(self.cfg)
+        return images if t is None else t(images)
+
     @torch.no_grad()
-    def encode_images(self, images: Tensor, batch_size: int = 128) -> Encoded:
-        """``images float [N, 3, H, W]`` (values as in training: [0, 1] for the built-in data)."""
+    def encode_images(self, images: Tensor, batch_size: int = 128, *, preprocessed: bool = False) -> Encoded:
+        """``images float [N, 3, H, W]`` in ``[0, 1]`` (normalised here), or already normalised
+        with ``preprocessed=True`` (e.g. items of the configured datasets)."""
         check_floating("images", images, ndim=4)
+        if not preprocessed:
+            images = self.preprocess(images)
         states, feats = [], []
         for i in range(0, images.shape[0], batch_size):
             s, f = self.model.encode_image(images[i : i + batch_size].to(self.device))

@@ -102,11 +102,15 @@ def test_teacher_never_gets_gradients_and_follows_ema():
     assert torch.allclose(after, 0.995 * before[name] + 0.005 * stud, atol=1e-7)
 
 
-def test_teacher_excludes_itc_queue_and_heads_not_needed():
-    m = _model()
+@pytest.mark.parametrize("momentum", [True, False])
+def test_teacher_holds_only_what_targets_need(momentum):
+    m = _model(f"itc.momentum_keys={str(momentum).lower()}", "itc.pool=cls")
     names = set(m.teacher.module.state_dict())
-    assert not any(n.startswith(("itm_head", "mrm_head", "mim_decoder")) for n in names)
-    assert any(n.startswith("fusion.") for n in names) and any(n.startswith("vision_proj") for n in names)
+    assert not any(n.startswith(("itm_head", "mrm_head", "mim_decoder", "queue")) for n in names)
+    assert any(n.startswith("fusion.") for n in names)
+    assert any(n.startswith("vision_proj") for n in names) == momentum
+    out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.losses["itc"])
 
 
 @pytest.mark.parametrize(
