@@ -14,7 +14,7 @@
 #      (a .pth file in site-packages that adds the repo and maps the two sub-packages)
 #   2  smoke: one masked fwd+bwd call of the Triton kernel
 #   3  pytest -m gpu tests/kernels tests/attention           (real-shape kernel tests)
-#   4  benchmarks/attention_gpu.py --dtype bfloat16            (the targets are bf16)
+#   4  benchmarks/attention_gpu.py --dtype bfloat16            (the performance targets are bf16)
 #   5  benchmarks/attention_gpu_check.py                       (every case, bf16+fp16, vs float64)
 #   6  pytest tests/kernels tests/attention -m "not gpu and not slow"  (edge cases, compiled)
 #   7  benchmarks/attention_gpu.py --dtype float16 --merge     (if time is left)

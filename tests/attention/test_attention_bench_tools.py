@@ -110,7 +110,7 @@ def test_run_with_fake_timer_writes_json_and_markdown(bench, tmp_path):
     assert {"date", "torch", "triton", "device_name"} <= set(loaded["environment"])
     table = md_path.read_text()
     assert "| bert_text | maskmm-sdpa | float32 | fwd | 2.000 |" in table and "Not run:" in table
-    assert "Targets:" in table  # the targets, "n/a" where a side was not measured
+    assert "Targets:" in table  # the performance targets, "n/a" where a side was not measured
 
 
 def test_device_slug(bench):
