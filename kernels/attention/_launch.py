@@ -173,54 +173,23 @@ def backward(
             IS_VARLEN=p.varlen,
         )
 
-    cfg = pick_config("bwd_kv", p.head_dim, q.dtype, q.device, p.lq, p.lk, p.block_m, p.block_n)
-    n_kv = triton.cdiv(p.lk, cfg.block_n) * bh
-    if n_kv > 0:
-        attn_bwd_dkdv_kernel[(n_kv,)](
-            q,
-            k,
-            v,
-            do,
-            dk,
-            dv,
+    operands = (q, k, v, do)
+    # dK/dV programs tile the keys and stream the queries; dQ programs the other way round.
+    for kernel, pass_name, grads in (
+        (attn_bwd_dkdv_kernel, "bwd_kv", (dk, dv)),
+        (attn_bwd_dq_kernel, "bwd_q", (dq,)),
+    ):
+        cfg = pick_config(pass_name, p.head_dim, q.dtype, q.device, p.lq, p.lk, p.block_m, p.block_n)
+        length, block = (p.lk, cfg.block_n) if pass_name == "bwd_kv" else (p.lq, cfg.block_m)
+        n_tiles = triton.cdiv(length, block) * bh
+        if n_tiles == 0:
+            continue
+        kernel[(n_tiles,)](
+            *operands,
+            *grads,
             lse,
             delta,
-            *_strides(q, p.varlen),
-            *_strides(k, p.varlen),
-            *_strides(v, p.varlen),
-            *_strides(do, p.varlen),
-            *_strides(dk, p.varlen),
-            *_strides(dv, p.varlen),
-            cu_q,
-            cu_k,
-            p.q_bound,
-            p.k_bound,
-            k_valid,
-            k_valid_stride,
-            *scalars,
-            BLOCK_M=cfg.block_m,
-            BLOCK_N=cfg.block_n,
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
-            **common,
-        )
-
-    cfg = pick_config("bwd_q", p.head_dim, q.dtype, q.device, p.lq, p.lk, p.block_m, p.block_n)
-    n_q = triton.cdiv(p.lq, cfg.block_m) * bh
-    if n_q > 0:
-        attn_bwd_dq_kernel[(n_q,)](
-            q,
-            k,
-            v,
-            do,
-            dq,
-            lse,
-            delta,
-            *_strides(q, p.varlen),
-            *_strides(k, p.varlen),
-            *_strides(v, p.varlen),
-            *_strides(do, p.varlen),
-            *_strides(dq, p.varlen),
+            *(s for t in (*operands, *grads) for s in _strides(t, p.varlen)),
             cu_q,
             cu_k,
             p.q_bound,

@@ -52,7 +52,9 @@ def _problem(
     seed: int,
     block_m: int,
     block_n: int,
+    **_tensors: Tensor,
 ) -> AttnProblem:
+    """The ``AttnProblem`` of an op call, from the op's arguments by name (its other tensors ignored)."""
     return AttnProblem(
         varlen=varlen,
         batch=q_bound.shape[0],
@@ -95,24 +97,7 @@ def attn_fwd_op(
     block_n: int,
 ) -> tuple[Tensor, Tensor]:
     """``(out, lse)``: see :func:`_launch.forward`."""
-    p = _problem(
-        q,
-        q_bound,
-        k_bound,
-        cu_q,
-        cu_k,
-        q_valid,
-        k_valid,
-        varlen,
-        lq,
-        lk,
-        sm_scale,
-        dropout_p,
-        seed,
-        block_m,
-        block_n,
-    )
-    return _launch.forward(q, k, v, p)
+    return _launch.forward(q, k, v, _problem(**locals()))
 
 
 @attn_fwd_op.register_fake
@@ -146,24 +131,7 @@ def attn_bwd_op(
     block_n: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dq, dk, dv)``: see :func:`_launch.backward`."""
-    p = _problem(
-        q,
-        q_bound,
-        k_bound,
-        cu_q,
-        cu_k,
-        q_valid,
-        k_valid,
-        varlen,
-        lq,
-        lk,
-        sm_scale,
-        dropout_p,
-        seed,
-        block_m,
-        block_n,
-    )
-    return _launch.backward(grad_out, q, k, v, out, lse, p)
+    return _launch.backward(grad_out, q, k, v, out, lse, _problem(**locals()))
 
 
 @attn_bwd_op.register_fake

@@ -18,7 +18,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._triton_common import EMPTY_LSE, _dropout_keep, _mm, _seq_info, _tile_ids
+from ._triton_common import (
+    EMPTY_LSE,
+    _dropout_keep,
+    _dropout_scale,
+    _head_ptr,
+    _load_rows,
+    _mm,
+    _program,
+    _recompute_p,
+    _store_rows,
+    _tile_ids,
+    _valid,
+)
 
 
 @triton.jit
@@ -51,21 +63,15 @@ def attn_bwd_preprocess_kernel(
         q_rows = LQ + b * 0
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
     row_in = offs_m < q_rows
-    mask = row_in[:, None] & (offs_d < HEAD_DIM)[None, :]
     b64 = b.to(tl.int64)
     h64 = h.to(tl.int64)
     q64 = q_start.to(tl.int64)
-    o = tl.load(
-        O + b64 * stride_ob + h64 * stride_oh + (q64 + offs_m[:, None]) * stride_om + offs_d[None, :],
-        mask=mask,
-        other=0.0,
-    )
-    do = tl.load(
-        DO + b64 * stride_dob + h64 * stride_doh + (q64 + offs_m[:, None]) * stride_dom + offs_d[None, :],
-        mask=mask,
-        other=0.0,
-    )
+    o_base = _head_ptr(O, b64, h64, q64, stride_ob, stride_oh, stride_om)
+    do_base = _head_ptr(DO, b64, h64, q64, stride_dob, stride_doh, stride_dom)
+    o = _load_rows(o_base, offs_m, stride_om, offs_d, row_in, d_ok)
+    do = _load_rows(do_base, offs_m, stride_dom, offs_d, row_in, d_ok)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
     tl.store(DELTA + bh.to(tl.int64) * LQ + offs_m, delta, mask=row_in)
 
@@ -121,62 +127,45 @@ def attn_bwd_dkdv_kernel(
     IEEE: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    pid_n, bh = _tile_ids(LK, BLOCK_N)
-    b = bh // H
-    h = bh % H
-    q_start, k_start, _q_rows, k_rows, q_bound, k_bound = _seq_info(
-        b, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
+    pid_n, bh, b64, h64, q64, k64, _q_rows, k_rows, q_bound, k_bound = _program(
+        LK, BLOCK_N, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
     )
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m0 = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
-    b64 = b.to(tl.int64)
-    h64 = h.to(tl.int64)
-    q64 = q_start.to(tl.int64)
-    k64 = k_start.to(tl.int64)
 
     col_in = offs_n < k_bound
-    col_ok = col_in
-    if HAS_KMASK:
-        col_ok = col_ok & (tl.load(KVALID + b64 * stride_kvb + offs_n, mask=col_in, other=0) != 0)
+    col_ok = _valid(KVALID, b64 * stride_kvb, offs_n, col_in, HAS_KMASK)
     # Skip every query tile when no key of this tile is valid.
     any_col = tl.max(col_ok.to(tl.int32), axis=0) > 0
     hi = tl.where(any_col, q_bound, 0)
 
-    kv_mask = col_in[:, None] & d_ok[None, :]
-    k = tl.load(
-        K + b64 * stride_kb + h64 * stride_kh + (k64 + offs_n[:, None]) * stride_kn + offs_d[None, :],
-        mask=kv_mask,
-        other=0.0,
-    )
-    v = tl.load(
-        V + b64 * stride_vb + h64 * stride_vh + (k64 + offs_n[:, None]) * stride_vn + offs_d[None, :],
-        mask=kv_mask,
-        other=0.0,
-    )
+    k_base = _head_ptr(K, b64, h64, k64, stride_kb, stride_kh, stride_kn)
+    v_base = _head_ptr(V, b64, h64, k64, stride_vb, stride_vh, stride_vn)
+    k = _load_rows(k_base, offs_n, stride_kn, offs_d, col_in, d_ok)
+    v = _load_rows(v_base, offs_n, stride_vn, offs_d, col_in, d_ok)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     inv_keep = 1.0 / (1.0 - dropout_p)
-    q_base = Q + b64 * stride_qb + h64 * stride_qh + q64 * stride_qm
-    do_base = DO + b64 * stride_dob + h64 * stride_doh + q64 * stride_dom
+    q_base = _head_ptr(Q, b64, h64, q64, stride_qb, stride_qh, stride_qm)
+    do_base = _head_ptr(DO, b64, h64, q64, stride_dob, stride_doh, stride_dom)
     stat_base = bh.to(tl.int64) * LQ
 
     for start_m in range(0, hi, BLOCK_M):
         rows = start_m + offs_m0
         row_in = rows < hi
-        qd_mask = row_in[:, None] & d_ok[None, :]
-        q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :], mask=qd_mask, other=0.0)
-        do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :], mask=qd_mask, other=0.0)
+        q = _load_rows(q_base, rows, stride_qm, offs_d, row_in, d_ok)
+        do = _load_rows(do_base, rows, stride_dom, offs_d, row_in, d_ok)
         lse = tl.load(LSE + stat_base + rows, mask=row_in, other=EMPTY_LSE)
         delta = tl.load(DELTA + stat_base + rows, mask=row_in, other=0.0)
-        s_t = _mm(k, tl.trans(q), IEEE, UPCAST) * qk_scale  # [BLOCK_N, BLOCK_M]
-        p_t = tl.where(col_ok[:, None], tl.exp2(s_t - lse[None, :]), 0.0)
-        dp_t = _mm(v, tl.trans(do), IEEE, UPCAST)  # dO V^T, transposed
+        # Transposed tiles [BLOCK_N, BLOCK_M]: P^T and (dO V^T)^T.
+        p_t = _recompute_p(k, tl.trans(q), qk_scale, lse[None, :], col_ok[:, None], IEEE, UPCAST)
+        dp_t = _mm(v, tl.trans(do), IEEE, UPCAST)
         if DROPOUT:
-            keep_t = _dropout_keep(seed_key, bh, rows[None, :], offs_n[:, None], LK) >= dropout_p
-            pz_t = tl.where(keep_t, p_t * inv_keep, 0.0)
-            dp_t = tl.where(keep_t, dp_t * inv_keep, 0.0)
+            keep_t = _dropout_keep(seed_key, bh, rows[None, :], offs_n[:, None], LK, dropout_p)
+            pz_t = _dropout_scale(p_t, keep_t, inv_keep)
+            dp_t = _dropout_scale(dp_t, keep_t, inv_keep)
         else:
             pz_t = p_t
         dv += _mm(pz_t.to(do.dtype), do, IEEE, UPCAST)
@@ -184,17 +173,11 @@ def attn_bwd_dkdv_kernel(
         dk += _mm(ds_t.to(q.dtype), q, IEEE, UPCAST)
 
     dk = dk * sm_scale
-    out_mask = (offs_n < k_rows)[:, None] & d_ok[None, :]
-    tl.store(
-        DK + b64 * stride_dkb + h64 * stride_dkh + (k64 + offs_n[:, None]) * stride_dkn + offs_d[None, :],
-        dk.to(DK.dtype.element_ty),
-        mask=out_mask,
-    )
-    tl.store(
-        DV + b64 * stride_dvb + h64 * stride_dvh + (k64 + offs_n[:, None]) * stride_dvn + offs_d[None, :],
-        dv.to(DV.dtype.element_ty),
-        mask=out_mask,
-    )
+    row_out = offs_n < k_rows
+    dk_base = _head_ptr(DK, b64, h64, k64, stride_dkb, stride_dkh, stride_dkn)
+    dv_base = _head_ptr(DV, b64, h64, k64, stride_dvb, stride_dvh, stride_dvn)
+    _store_rows(dk_base, offs_n, stride_dkn, offs_d, dk, row_out, d_ok)
+    _store_rows(dv_base, offs_n, stride_dvn, offs_d, dv, row_out, d_ok)
 
 
 @triton.jit
@@ -244,20 +227,13 @@ def attn_bwd_dq_kernel(
     IEEE: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    pid_m, bh = _tile_ids(LQ, BLOCK_M)
-    b = bh // H
-    h = bh % H
-    q_start, k_start, q_rows, _k_rows, q_bound, k_bound = _seq_info(
-        b, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
+    pid_m, bh, b64, h64, q64, k64, q_rows, _k_rows, q_bound, k_bound = _program(
+        LQ, BLOCK_M, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
     )
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
-    b64 = b.to(tl.int64)
-    h64 = h.to(tl.int64)
-    q64 = q_start.to(tl.int64)
-    k64 = k_start.to(tl.int64)
     stat_base = bh.to(tl.int64) * LQ
 
     row_in = offs_m < q_bound
@@ -267,44 +243,30 @@ def attn_bwd_dq_kernel(
     any_row = tl.min(lse, axis=0) < 0.5 * EMPTY_LSE
     hi = tl.where(any_row, k_bound, 0)
 
-    qd_mask = row_in[:, None] & d_ok[None, :]
-    q = tl.load(
-        Q + b64 * stride_qb + h64 * stride_qh + (q64 + offs_m[:, None]) * stride_qm + offs_d[None, :],
-        mask=qd_mask,
-        other=0.0,
-    )
-    do = tl.load(
-        DO + b64 * stride_dob + h64 * stride_doh + (q64 + offs_m[:, None]) * stride_dom + offs_d[None, :],
-        mask=qd_mask,
-        other=0.0,
-    )
+    q_base = _head_ptr(Q, b64, h64, q64, stride_qb, stride_qh, stride_qm)
+    do_base = _head_ptr(DO, b64, h64, q64, stride_dob, stride_doh, stride_dom)
+    q = _load_rows(q_base, offs_m, stride_qm, offs_d, row_in, d_ok)
+    do = _load_rows(do_base, offs_m, stride_dom, offs_d, row_in, d_ok)
     delta = tl.load(DELTA + stat_base + offs_m, mask=row_in, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     inv_keep = 1.0 / (1.0 - dropout_p)
-    k_base = K + b64 * stride_kb + h64 * stride_kh + k64 * stride_kn
-    v_base = V + b64 * stride_vb + h64 * stride_vh + k64 * stride_vn
+    k_base = _head_ptr(K, b64, h64, k64, stride_kb, stride_kh, stride_kn)
+    v_base = _head_ptr(V, b64, h64, k64, stride_vb, stride_vh, stride_vn)
 
     for start_n in range(0, hi, BLOCK_N):
         cols = start_n + offs_n0
         col_in = cols < hi
-        col_ok = col_in
-        if HAS_KMASK:
-            col_ok = col_ok & (tl.load(KVALID + b64 * stride_kvb + cols, mask=col_in, other=0) != 0)
-        kv_mask = col_in[:, None] & d_ok[None, :]
-        k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)
-        s = _mm(q, tl.trans(k), IEEE, UPCAST) * qk_scale
-        p = tl.where(col_ok[None, :], tl.exp2(s - lse[:, None]), 0.0)
+        col_ok = _valid(KVALID, b64 * stride_kvb, cols, col_in, HAS_KMASK)
+        k = _load_rows(k_base, cols, stride_kn, offs_d, col_in, d_ok)
+        v = _load_rows(v_base, cols, stride_vn, offs_d, col_in, d_ok)
+        p = _recompute_p(q, tl.trans(k), qk_scale, lse[:, None], col_ok[None, :], IEEE, UPCAST)
         dp = _mm(do, tl.trans(v), IEEE, UPCAST)
         if DROPOUT:
-            keep = _dropout_keep(seed_key, bh, offs_m[:, None], cols[None, :], LK) >= dropout_p
-            dp = tl.where(keep, dp * inv_keep, 0.0)
+            keep = _dropout_keep(seed_key, bh, offs_m[:, None], cols[None, :], LK, dropout_p)
+            dp = _dropout_scale(dp, keep, inv_keep)
         ds = p * (dp - delta[:, None])
         dq += _mm(ds.to(k.dtype), k, IEEE, UPCAST)
 
     dq = dq * sm_scale
-    tl.store(
-        DQ + b64 * stride_dqb + h64 * stride_dqh + (q64 + offs_m[:, None]) * stride_dqm + offs_d[None, :],
-        dq.to(DQ.dtype.element_ty),
-        mask=(offs_m < q_rows)[:, None] & d_ok[None, :],
-    )
+    dq_base = _head_ptr(DQ, b64, h64, q64, stride_dqb, stride_dqh, stride_dqm)
+    _store_rows(dq_base, offs_m, stride_dqm, offs_d, dq, offs_m < q_rows, d_ok)

@@ -27,7 +27,7 @@ def dropout_mask_kernel(
     base = OUT + bh.to(tl.int64) * LQ * LK
     for start_n in range(0, LK, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
-        keep = _dropout_keep(seed_key, bh, rows[:, None], cols[None, :], LK) >= dropout_p
+        keep = _dropout_keep(seed_key, bh, rows[:, None], cols[None, :], LK, dropout_p)
         tl.store(
             base + rows[:, None].to(tl.int64) * LK + cols[None, :],
             keep.to(tl.uint8),

@@ -10,7 +10,18 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._triton_common import EMPTY_LSE, M_INIT, _dropout_keep, _mm, _seq_info, _tile_ids
+from ._triton_common import (
+    EMPTY_LSE,
+    M_INIT,
+    _dropout_keep,
+    _dropout_scale,
+    _head_ptr,
+    _load_rows,
+    _mm,
+    _program,
+    _store_rows,
+    _valid,
+)
 
 
 @triton.jit
@@ -57,38 +68,26 @@ def attn_fwd_kernel(
     IEEE: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    pid_m, bh = _tile_ids(LQ, BLOCK_M)
-    b = bh // H
-    h = bh % H
-    q_start, k_start, q_rows, _k_rows, q_bound, k_bound = _seq_info(
-        b, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
+    pid_m, bh, b64, h64, q64, k64, q_rows, _k_rows, q_bound, k_bound = _program(
+        LQ, BLOCK_M, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
     )
-    start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     row_in = offs_m < q_rows
 
-    b64 = b.to(tl.int64)
-    h64 = h.to(tl.int64)
-    q_base = Q + b64 * stride_qb + h64 * stride_qh + q_start.to(tl.int64) * stride_qm
-    k_base = K + b64 * stride_kb + h64 * stride_kh + k_start.to(tl.int64) * stride_kn
-    v_base = V + b64 * stride_vb + h64 * stride_vh + k_start.to(tl.int64) * stride_vn
-    o_base = O + b64 * stride_ob + h64 * stride_oh + q_start.to(tl.int64) * stride_om
+    q_base = _head_ptr(Q, b64, h64, q64, stride_qb, stride_qh, stride_qm)
+    k_base = _head_ptr(K, b64, h64, k64, stride_kb, stride_kh, stride_kn)
+    v_base = _head_ptr(V, b64, h64, k64, stride_vb, stride_vh, stride_vn)
+    o_base = _head_ptr(O, b64, h64, q64, stride_ob, stride_oh, stride_om)
 
-    row_ok = offs_m < q_bound
-    if HAS_QMASK:
-        row_ok = row_ok & (tl.load(QVALID + b64 * stride_qvb + offs_m, mask=row_ok, other=0) != 0)
+    row_ok = _valid(QVALID, b64 * stride_qvb, offs_m, offs_m < q_bound, HAS_QMASK)
     # Skip every key tile when no row of this tile is a valid query.
     any_row = tl.max(row_ok.to(tl.int32), axis=0) > 0
     hi = tl.where(any_row, k_bound, 0)
 
-    q = tl.load(
-        q_base + offs_m[:, None] * stride_qm + offs_d[None, :],
-        mask=row_ok[:, None] & d_ok[None, :],
-        other=0.0,
-    )
+    q = _load_rows(q_base, offs_m, stride_qm, offs_d, row_ok, d_ok)
     m_i = tl.full([BLOCK_M], M_INIT, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -97,9 +96,8 @@ def attn_fwd_kernel(
     for start_n in range(0, hi, BLOCK_N):
         cols = start_n + offs_n
         col_in = cols < hi
-        col_ok = col_in
-        if HAS_KMASK:
-            col_ok = col_ok & (tl.load(KVALID + b64 * stride_kvb + cols, mask=col_in, other=0) != 0)
+        col_ok = _valid(KVALID, b64 * stride_kvb, cols, col_in, HAS_KMASK)
+        # K^T tile [BLOCK_D, BLOCK_N]
         k_t = tl.load(
             k_base + cols[None, :] * stride_kn + offs_d[:, None],
             mask=col_in[None, :] & d_ok[:, None],
@@ -113,13 +111,9 @@ def attn_fwd_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None]
         if DROPOUT:
-            keep = _dropout_keep(seed_key, bh, offs_m[:, None], cols[None, :], LK) >= dropout_p
-            p = tl.where(keep, p * inv_keep, 0.0)
-        v = tl.load(
-            v_base + cols[:, None] * stride_vn + offs_d[None, :],
-            mask=col_in[:, None] & d_ok[None, :],
-            other=0.0,
-        )
+            keep = _dropout_keep(seed_key, bh, offs_m[:, None], cols[None, :], LK, dropout_p)
+            p = _dropout_scale(p, keep, inv_keep)
+        v = _load_rows(v_base, cols, stride_vn, offs_d, col_in, d_ok)
         acc += _mm(p.to(v.dtype), v, IEEE, UPCAST)
         m_i = m_new
 
@@ -127,9 +121,5 @@ def attn_fwd_kernel(
     l_safe = tl.where(ok, l_i, 1.0)
     out = tl.where(ok[:, None], acc / l_safe[:, None], 0.0)
     lse = tl.where(ok, m_i + tl.log2(l_safe), EMPTY_LSE)
-    tl.store(
-        o_base + offs_m[:, None] * stride_om + offs_d[None, :],
-        out.to(O.dtype.element_ty),
-        mask=row_in[:, None] & d_ok[None, :],
-    )
+    _store_rows(o_base, offs_m, stride_om, offs_d, out, row_in, d_ok)
     tl.store(LSE + bh.to(tl.int64) * LQ + offs_m, lse, mask=row_in)

@@ -174,34 +174,56 @@ def attention_with_bounds(
         key_valid, query_valid: bool masks (``None`` = every key / query below its bound is valid).
         seed: dropout seed, ``None`` draws one from torch's default CPU generator (no device sync).
     """
-    from ._autograd import FlashAttentionFn
-    from ._launch import AttnProblem, unit_last_stride
-
-    b, h, lq, d = q.shape
+    b, _, lq, _ = q.shape
     lk = k.shape[2]
-    device = q.device
     if k_bound is None:
-        k_bound = torch.full((b,), lk, dtype=torch.int32, device=device)
+        k_bound = torch.full((b,), lk, dtype=torch.int32, device=q.device)
     if q_bound is None:
-        q_bound = torch.full((b,), lq, dtype=torch.int32, device=device)
-    problem = AttnProblem(
+        q_bound = torch.full((b,), lq, dtype=torch.int32, device=q.device)
+    return _apply(
+        q,
+        k,
+        v,
         varlen=False,
         batch=b,
-        heads=h,
         lq=lq,
         lk=lk,
-        head_dim=d,
         q_bound=q_bound,
         k_bound=k_bound,
         cu_q=None,
         cu_k=None,
         q_valid=None if query_valid is None else query_valid.contiguous().view(torch.uint8),
         k_valid=None if key_valid is None else key_valid.contiguous().view(torch.uint8),
+        scale=scale,
+        dropout_p=dropout_p,
+        seed=seed,
+        block_m=block_m,
+        block_n=block_n,
+    )
+
+
+def _apply(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float | None,
+    dropout_p: float,
+    seed: int | None,
+    **fields,
+) -> Tensor:
+    """Run the kernels on validated inputs; ``fields`` are the layout and bound fields of ``AttnProblem``."""
+    from ._autograd import FlashAttentionFn
+    from ._launch import AttnProblem, unit_last_stride
+
+    d = q.shape[-1]
+    problem = AttnProblem(
+        heads=q.shape[-2] if fields["varlen"] else q.shape[1],
+        head_dim=d,
         sm_scale=1.0 / math.sqrt(d) if scale is None else float(scale),
         dropout_p=float(dropout_p),
         seed=_draw_seed(seed, float(dropout_p)),
-        block_m=block_m,
-        block_n=block_n,
+        **fields,
     )
     return FlashAttentionFn.apply(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), problem)
 
@@ -269,30 +291,26 @@ def flash_attention_varlen(
                     f"{max_len}, got {cu}"
                 )
 
-    from ._autograd import FlashAttentionFn
-    from ._launch import AttnProblem, unit_last_stride
-
-    _, h, d = q.shape
-    problem = AttnProblem(
+    return _apply(
+        q,
+        k,
+        v,
         varlen=True,
         batch=cu_seqlens_q.shape[0] - 1,
-        heads=h,
         lq=max_seqlen_q,
         lk=max_seqlen_k,
-        head_dim=d,
         q_bound=cu_seqlens_q.diff().to(torch.int32),
         k_bound=cu_seqlens_k.diff().to(torch.int32),
         cu_q=cu_seqlens_q.contiguous(),
         cu_k=cu_seqlens_k.contiguous(),
         q_valid=None,
         k_valid=None,
-        sm_scale=1.0 / math.sqrt(d) if scale is None else float(scale),
-        dropout_p=float(dropout_p),
-        seed=_draw_seed(seed, float(dropout_p)),
+        scale=scale,
+        dropout_p=dropout_p,
+        seed=seed,
         block_m=block_m,
         block_n=block_n,
     )
-    return FlashAttentionFn.apply(unit_last_stride(q), unit_last_stride(k), unit_last_stride(v), problem)
 
 
 def attention_dropout_mask(

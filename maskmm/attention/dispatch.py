@@ -122,11 +122,17 @@ def _validate(
 ) -> tuple[AttentionMask | None, float, float | None, str]:
     _check_qkv(q, k, v, ndim=4)
     mask = _check_mask(mask, q, k)
+    return (mask, *_check_options(dropout_p, scale, backend, generator, q.device))
+
+
+def _check_options(
+    dropout_p: object, scale: object, backend: object, generator: object, device: torch.device
+) -> tuple[float, float | None, str]:
     p = check_ratio("dropout_p", dropout_p)
     s = _check_scale(scale)
     name = _check_backend(backend)
-    check_generator("generator", generator, q.device)  # type: ignore[arg-type]
-    return mask, p, s, name
+    check_generator("generator", generator, device)  # type: ignore[arg-type]
+    return p, s, name
 
 
 def select_backend(
@@ -254,10 +260,7 @@ def masked_attention_varlen(
     check_same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
     max_q = _check_max("max_seqlen_q", max_seqlen_q)
     max_k = _check_max("max_seqlen_k", max_seqlen_k)
-    dropout_p = check_ratio("dropout_p", dropout_p)
-    scale = _check_scale(scale)
-    backend = _check_backend(backend)
-    check_generator("generator", generator, q.device)
+    dropout_p, scale, backend = _check_options(dropout_p, scale, backend, generator, q.device)
 
     triton = BACKENDS["triton"]
     if backend in ("auto", "triton") and q.numel() > 0 and k.numel() > 0:

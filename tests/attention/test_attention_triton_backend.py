@@ -142,12 +142,12 @@ def test_bounds_are_computed_once_per_mask_and_reused():
 
 
 def test_dropout_without_generator_draws_no_device_seed(monkeypatch):
-    import maskmm.attention.backends.triton as triton_backend
+    import maskmm.attention.backends.base as backend_base
 
     def no_device_draw(*args, **kwargs):
         raise AssertionError("seed_from_generator must not run without a generator")
 
-    monkeypatch.setattr(triton_backend, "seed_from_generator", no_device_draw)
+    monkeypatch.setattr(backend_base, "seed_from_generator", no_device_draw)
     q, k, v, kv, qv = _case()
     mask = AttentionMask.from_key_valid(kv, qv)
     torch.manual_seed(11)

@@ -18,7 +18,7 @@ Inputs reach backends already validated by the dispatcher.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -27,7 +27,14 @@ from torch import Tensor
 if TYPE_CHECKING:
     from ..mask import AttentionMask
 
-__all__ = ["AttentionBackend", "forked_rng", "seed_from_generator", "zero_invalid_rows"]
+__all__ = [
+    "AttentionBackend",
+    "dropout_seed",
+    "forked_rng",
+    "run_seeded",
+    "seed_from_generator",
+    "zero_invalid_rows",
+]
 
 
 class AttentionBackend(Protocol):
@@ -98,3 +105,22 @@ def forked_rng(device: torch.device, seed: int) -> Iterator[None]:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             yield
+
+
+def dropout_seed(dropout_p: float, generator: torch.Generator | None, device: torch.device) -> int | None:
+    """A seed drawn from ``generator`` when the call has dropout and a generator, else ``None``."""
+    if dropout_p > 0.0 and generator is not None:
+        return seed_from_generator(generator, device)
+    return None
+
+
+def run_seeded(
+    run: Callable[[], Tensor], dropout_p: float, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """``run()``, under ``device``'s default generator re-seeded from ``generator`` (see
+    :func:`forked_rng`) when the call has dropout and a generator; plainly otherwise."""
+    seed = dropout_seed(dropout_p, generator, device)
+    if seed is None:
+        return run()
+    with forked_rng(device, seed):
+        return run()

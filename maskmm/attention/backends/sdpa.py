@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import forked_rng, seed_from_generator, zero_invalid_rows
+from .base import run_seeded, zero_invalid_rows
 
 if TYPE_CHECKING:
     from ..mask import AttentionMask
@@ -60,13 +60,10 @@ class SdpaBackend:
         generator: torch.Generator | None,
     ) -> Tensor:
         attn_mask = None if mask is None else mask.sdpa_mask()
-        if dropout_p > 0.0 and generator is not None:
-            with forked_rng(q.device, seed_from_generator(generator, q.device)):
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
-                )
-        else:
-            out = F.scaled_dot_product_attention(
+
+        def run() -> Tensor:
+            return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
             )
-        return zero_invalid_rows(out, mask)
+
+        return zero_invalid_rows(run_seeded(run, dropout_p, generator, q.device), mask)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .base import seed_from_generator
+from .base import dropout_seed
 
 if TYPE_CHECKING:
     from ..mask import AttentionMask
@@ -99,6 +99,26 @@ def _bounds(mask: AttentionMask | None, q: Tensor) -> dict[str, Tensor | None]:
     return mask.cached(("triton_bounds", q.shape[2]), build)
 
 
+def _usable_kernels(q: Tensor) -> tuple[ModuleType | None, list[str]]:
+    """``(kernel module, [])`` if the kernel imports and runs on ``q``'s device, else ``(None, reasons)``."""
+    reasons = []
+    if q.device.type != "cuda" and not (q.device.type == "cpu" and _interpreting()):
+        reasons.append(
+            f"triton: needs CUDA tensors, got {q.device} (CPU only under TRITON_INTERPRET=1, for tests)"
+        )
+    mod, why = _kernels()
+    if why is not None:
+        reasons.append(why)
+    return (None, reasons) if reasons else (mod, reasons)
+
+
+def _require_kernels() -> ModuleType:
+    mod, why = _kernels()
+    if mod is None:
+        raise RuntimeError(why)
+    return mod
+
+
 class TritonBackend:
     name = "triton"
 
@@ -113,15 +133,8 @@ class TritonBackend:
         scale: float | None,
         generator: torch.Generator | None,
     ) -> list[str]:
-        reasons = []
-        if q.device.type != "cuda" and not (q.device.type == "cpu" and _interpreting()):
-            reasons.append(
-                f"triton: needs CUDA tensors, got {q.device} (CPU only under TRITON_INTERPRET=1, for tests)"
-            )
-        mod, why = _kernels()
-        if why is not None:
-            reasons.append(why)
-        if reasons or mod is None:
+        mod, reasons = _usable_kernels(q)
+        if mod is None:
             return reasons
         lengths = None if mask is None else mask.key_lengths
         reasons = mod.triton_unsupported_reasons(
@@ -147,14 +160,12 @@ class TritonBackend:
         scale: float | None,
         generator: torch.Generator | None,
     ) -> Tensor:
-        mod, why = _kernels()
-        if mod is None:
-            raise RuntimeError(why)
+        _require_kernels()
         from maskmm.kernels.attention.flash import attention_with_bounds
 
         # Without a generator the seed comes from torch's default CPU generator inside the kernel
         # entry point: reproducible under torch.manual_seed and never a device sync.
-        seed = seed_from_generator(generator, q.device) if dropout_p > 0.0 and generator is not None else None
+        seed = dropout_seed(dropout_p, generator, q.device)
         # The dispatcher has validated the call (unsupported_reasons is empty): go straight to
         # the launch with the mask's cached bounds.
         return attention_with_bounds(q, k, v, **_bounds(mask, q), scale=scale, dropout_p=dropout_p, seed=seed)
@@ -173,15 +184,8 @@ class TritonBackend:
         scale: float | None,
     ) -> list[str]:
         """Reasons the kernel cannot take packed ``[T, H, D]`` inputs."""
-        reasons = []
-        if q.device.type != "cuda" and not (q.device.type == "cpu" and _interpreting()):
-            reasons.append(
-                f"triton: needs CUDA tensors, got {q.device} (CPU only under TRITON_INTERPRET=1, for tests)"
-            )
-        mod, why = _kernels()
-        if why is not None:
-            reasons.append(why)
-        if reasons or mod is None:
+        mod, reasons = _usable_kernels(q)
+        if mod is None:
             return reasons
         kwargs = {
             "cu_seqlens_q": cu_seqlens_q.to(torch.int32),
@@ -207,10 +211,8 @@ class TritonBackend:
         scale: float | None,
         generator: torch.Generator | None,
     ) -> Tensor:
-        mod, why = _kernels()
-        if mod is None:
-            raise RuntimeError(why)
-        seed = seed_from_generator(generator, q.device) if dropout_p > 0.0 and generator is not None else None
+        mod = _require_kernels()
+        seed = dropout_seed(dropout_p, generator, q.device)
         return mod.flash_attention_varlen(
             q,
             k,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .base import forked_rng, seed_from_generator, zero_invalid_rows
+from .base import run_seeded, zero_invalid_rows
 
 if TYPE_CHECKING:
     from ..mask import AttentionMask
@@ -131,9 +131,5 @@ class XformersBackend:
         def run() -> Tensor:
             return xops.memory_efficient_attention(qt, kt, vt, attn_bias=bias, p=dropout_p, scale=scale)
 
-        if dropout_p > 0.0 and generator is not None:
-            with forked_rng(q.device, seed_from_generator(generator, q.device)):
-                out = run()
-        else:
-            out = run()
+        out = run_seeded(run, dropout_p, generator, q.device)
         return zero_invalid_rows(out.transpose(1, 2), mask)
