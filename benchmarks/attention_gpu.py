@@ -530,7 +530,10 @@ COPY_TARGET = ("cross_t2i", "maskmm-triton", 0.6)  # fraction of the measured co
 
 
 def check_targets(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """maskmm's attention performance targets evaluated on ``payload`` (``met`` is None when a side is missing)."""
+    """maskmm's attention performance targets evaluated on ``payload``.
+
+    ``met`` is None when a side is missing.
+    """
     out = []
     for case, direction, ours, peer, limit in TIME_TARGETS:
         a, b = _row(payload, case, ours, direction), _row(payload, case, peer, direction)
