@@ -111,6 +111,9 @@ class ITCConfig:
     momentum distillation (ALBEF); ``False``: keys are the online features of the global batch
     (CLIP style, no distillation), which learns much faster from scratch. ``pool``: the ITC
     feature is the CLS state (ALBEF) or the mean of the valid non-CLS states.
+    ``queue_size``: queued keys are meant for momentum keys; with online keys the queue holds
+    stale features of a fast-moving encoder, whose common push collapses the features of a model
+    trained from scratch (ITC at chance), so keep it 0 there (as MoCo without momentum).
     ``learnable_temperature``: ALBEF learns it (clamped to [0.001, 0.5]); with a high learning
     rate from scratch it can run to the lower clamp, so small runs may keep it fixed."""
 
