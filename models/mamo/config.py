@@ -331,7 +331,7 @@ def preset_path(name_or_path: str | Path) -> Path:
 def _parse_scalar(text: str) -> Any:
     try:
         import yaml
-    except ImportError:  # pragma: no cover - pyyaml is a test dependency
+    except ImportError:  # pragma: no cover - pyyaml is a core dependency
         import json
 
         try:

@@ -41,14 +41,15 @@ from torch import Tensor, nn
 from maskmm._checks import check_floating, check_generator, check_tensor
 from maskmm.losses import (
     ImageTextContrastive,
-    image_text_matching_loss,
+    hard_negative_matching,
     latent_regression_loss,
     masked_token_loss,
-    sample_hard_negatives,
 )
 from maskmm.masking import PatchMasking, TokenMasking, mask_tokens, random_patch_masking
 from maskmm.targets import top_k_layer_targets
 from maskmm.teachers import EMATeacher
+
+from .._common import fused_text_cls, itc_similarity
 
 __all__ = ["LOSS_NAMES", "MAMO", "MAMOOutput", "MAMOSettings", "MAMOStudent"]
 
@@ -402,10 +403,21 @@ class MAMO(nn.Module):
                 losses["itc"] = out.loss
                 stats.update({f"itc/{k}": v for k, v in out.stats.items()})
             if s.on("itm"):
-                losses["itm"], itm_stats = self._itm(
-                    img, txt, text_valid, img_feat, txt_feat, image_ids, generator
+                temp = self.itc.temp if self.itc is not None else 0.07
+                sim_i2t = itc_similarity(img_feat, txt_feat, temp) if img_feat is not None else None
+                out = hard_negative_matching(
+                    img,
+                    None,
+                    txt,
+                    text_valid,
+                    sim_i2t,
+                    fuse=fused_text_cls(st.fusion),
+                    head=st.itm_head,
+                    image_ids=image_ids,
+                    generator=generator,
                 )
-                stats.update(itm_stats)
+                losses["itm"] = out.loss
+                stats.update({f"itm/{k}": v for k, v in out.stats.items()})
 
         # ---------------- jointly masked view: MLM, MRM, MIM
         if s.on("mlm") or s.on("mrm") or s.on("mim"):
@@ -479,34 +491,6 @@ class MAMO(nn.Module):
         return MAMOOutput(total, losses, stats)
 
     # ------------------------------------------------------------------ pieces
-
-    def _itm(
-        self,
-        img: Tensor,
-        txt: Tensor,
-        text_valid: Tensor,
-        img_feat: Tensor | None,
-        txt_feat: Tensor | None,
-        image_ids: Tensor | None,
-        generator: torch.Generator | None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        b = img.shape[0]
-        with torch.no_grad():
-            if img_feat is not None:
-                temp = self.itc.temp.detach().float() if self.itc is not None else 0.07
-                sim_i2t = img_feat.detach().float() @ txt_feat.detach().float().t() / temp
-            else:  # without ITC features: uniform draws among valid negatives
-                sim_i2t = torch.zeros(b, b, device=img.device)
-            negs = sample_hard_negatives(
-                sim_i2t, sim_i2t.t(), image_ids, generator=generator, return_flags=True
-            )
-        img_all = torch.cat([img, img, img[negs.image_idx]], dim=0)
-        txt_all = torch.cat([txt, txt[negs.text_idx], txt], dim=0)
-        valid_all = torch.cat([text_valid, text_valid[negs.text_idx], text_valid], dim=0)
-        fused = self.student.fusion(img_all, None, txt_all, valid_all)
-        logits = self.student.itm_head(fused.text[:, 0])
-        out = image_text_matching_loss(logits, valid=negs.pair_valid())
-        return out.loss, {f"itm/{k}": v for k, v in out.stats.items()}
 
     @torch.no_grad()
     def _mlm_soft_targets(self, t_img: Tensor, tm: TokenMasking, text_valid: Tensor) -> Tensor:
