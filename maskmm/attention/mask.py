@@ -263,8 +263,14 @@ class AttentionMask:
 
     # ------------------------------------------------------------------ cached backend objects
     def cached(self, key: Any, build: Callable[[], Any]) -> Any:
-        """Return ``self._cache[key]``, building it with ``build()`` on first use."""
+        """Return ``self._cache[key]``, building it with ``build()`` on first use.
+
+        While ``torch.compile`` traces, a missing entry is built without being stored: the
+        compiled graph holds the built object itself, and a traced region (e.g. a checkpointed
+        block) then mutates nothing outside it, so it compiles without a graph break."""
         if key not in self._cache:
+            if torch.compiler.is_compiling():
+                return build()
             self._cache[key] = build()
         return self._cache[key]
 

@@ -164,25 +164,15 @@ def call_block(
     checkpointing: bool = False,
 ) -> Tensor:
     """``block(x, mask, context, context_mask)``; with ``checkpointing`` (and grad enabled) its
-    activations are recomputed in the backward pass instead of kept.
-
-    A checkpointed block gets copies of the masks with empty caches: the backend objects an
-    :class:`~maskmm.attention.AttentionMask` builds lazily are then created inside the
-    recomputed region, so nothing outside it is mutated (``torch.compile`` traces checkpointed
-    regions only when they have no such side effect)."""
+    activations are recomputed in the backward pass instead of kept. The masks are shared by
+    every block (their cached backend objects are built once per batch)."""
     if checkpointing and torch.is_grad_enabled():
 
         def run(x: Tensor, context: Tensor | None) -> Tensor:
-            return block(x, _uncached(mask), context, _uncached(context_mask))
+            return block(x, mask, context, context_mask)
 
         return checkpoint(run, x, context, use_reentrant=False)
     return block(x, mask, context, context_mask)
-
-
-def _uncached(mask: AttentionMask | None) -> AttentionMask | None:
-    if mask is None:
-        return None
-    return type(mask)(mask.key_valid, mask.query_valid, key_lengths=mask.key_lengths)
 
 
 def run_blocks(
