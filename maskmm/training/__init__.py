@@ -28,7 +28,7 @@ from .ddp import (
 from .grads import clip_grad_norm, split_microbatches
 from .logger import MetricsLogger, read_metrics, to_python
 from .optim import DEFAULT_NO_DECAY, build_adamw, param_groups
-from .plot import plot_metrics
+from .plot import plot_metrics, select_plot_keys
 from .progress import ProgressBar
 from .sampler import ResumableSampler
 from .schedule import linear_ramp, warmup_cosine, warmup_cosine_scheduler
@@ -60,6 +60,7 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "select_device",
+    "select_plot_keys",
     "split_microbatches",
     "to_python",
     "unwrap",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from .logger import read_metrics
 
-__all__ = ["plot_metrics"]
+__all__ = ["plot_metrics", "select_plot_keys"]
 
 
 def plot_metrics(
@@ -16,12 +17,11 @@ def plot_metrics(
     out_png: str | os.PathLike,
     *,
     keys: Sequence[str] | None = None,
-    prefixes: Sequence[str] = ("loss", "recall", "r@", "eval/"),
 ) -> Path | None:
-    """Plot every numeric series of ``metrics_path`` against ``step`` into ``out_png``.
+    """Plot the losses and the retrieval recalls of ``metrics_path`` against ``step`` into ``out_png``.
 
     Args:
-        keys: series to draw; default: keys starting with one of ``prefixes`` (case-insensitive).
+        keys: series to draw; default: :func:`select_plot_keys`.
     Returns:
         The PNG path, or ``None`` when matplotlib is missing or there is nothing to draw.
     """
@@ -34,13 +34,7 @@ def plot_metrics(
         return None
     rows = [r for r in read_metrics(metrics_path) if "step" in r]
     if keys is None:
-        found: list[str] = []
-        for r in rows:
-            for k, v in r.items():
-                numeric = isinstance(v, (int, float)) and k not in ("step", "time")
-                if numeric and k not in found and any(k.lower().startswith(p) for p in prefixes):
-                    found.append(k)
-        keys = found
+        keys = select_plot_keys(rows)
     series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
     series = {k: v for k, v in series.items() if v}
     if not series:
@@ -52,14 +46,33 @@ def plot_metrics(
     for ax, panel in zip(axes[0], panels):
         for k in panel:
             xs, ys = zip(*series[k])
-            ax.plot(xs, ys, label=k, linewidth=1)
+            ax.plot(xs, ys, label=k, linewidth=1, marker="o" if len(xs) < 20 else None, markersize=3)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_title("losses" if loss_keys else "metrics")
+    for ax, panel in zip(axes[0], panels):
+        ax.set_title("losses" if panel is loss_keys else "retrieval recall (%)")
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+_RECALL = re.compile(r"(^|[/_])(recall|r@?(1|5|10))($|_)", re.IGNORECASE)
+
+
+def select_plot_keys(rows: Sequence[dict]) -> list[str]:
+    """Numeric series worth plotting, in first-seen order: losses (``loss*``) and retrieval
+    recalls (``..._r1``, ``r@5``, ``recall...``), leaving out the strict own-caption variants and
+    bookkeeping values such as the candidate count."""
+    found: list[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k in found or k in ("step", "time") or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            name = k.lower().rsplit("/", 1)[-1]
+            if name.startswith("loss") or (_RECALL.search(name) and "strict" not in name):
+                found.append(k)
+    return found

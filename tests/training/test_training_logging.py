@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from maskmm.training import MetricsLogger, ProgressBar, plot_metrics, read_metrics
+from maskmm.training import MetricsLogger, ProgressBar, plot_metrics, read_metrics, select_plot_keys
 
 
 def test_jsonl_logger_rows(tmp_path):
@@ -58,3 +58,12 @@ def test_plot_metrics_png(tmp_path):
     empty = tmp_path / "e.jsonl"
     empty.write_text("")
     assert plot_metrics(empty, tmp_path / "e.png") is None
+
+
+def test_plot_keys_are_losses_and_recalls_only():
+    rows = [
+        {"step": 1, "time": 0.5, "loss": 2.0, "loss_itc": 1.0, "lr": 1e-4, "itm/accuracy": 0.6},
+        {"step": 2, "eval/itc_tr_r1": 10.0, "eval/itc_ir_r10": 50.0, "eval/itc_r_mean": 30.0},
+        {"step": 2, "eval/strict_itc_tr_r1": 5.0, "eval/candidates": 500, "eval/tr_r5": 20.0, "flag": True},
+    ]
+    assert select_plot_keys(rows) == ["loss", "loss_itc", "eval/itc_tr_r1", "eval/itc_ir_r10", "eval/tr_r5"]
