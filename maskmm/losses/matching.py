@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_generator, check_same_device, check_tensor
+from maskmm._checks import check_floating, check_generator, check_ratio, check_same_device, check_tensor
 from maskmm.losses.types import LossOutput, _acc_dtype, _masked_mean, _stat
 
 __all__ = [
@@ -56,6 +56,7 @@ def sample_hard_negatives(
     *,
     generator: torch.Generator | None = None,
     return_flags: bool = False,
+    hardness: float = 1.0,
 ) -> tuple[Tensor, Tensor] | HardNegatives:
     """Draw one hard negative text per image and one hard negative image per text.
 
@@ -63,6 +64,11 @@ def sample_hard_negatives(
     the sampling distribution ``softmax(sim_i2t[i])`` restricted to texts whose pair id
     differs from ``image_ids[i]`` (same-id pairs have weight 0; without ids only the
     diagonal is excluded). Both directions are drawn in ONE ``torch.multinomial`` call.
+
+    ``hardness`` mixes that distribution with the uniform one over the same valid negatives:
+    ``hardness * softmax + (1 - hardness) * uniform`` (1 = ALBEF, 0 = random negatives). A
+    matching head trained from scratch on the hardest negatives alone can sit at the class
+    prior (it predicts "no match" for every pair); easy negatives first give it a signal.
 
     Fallback (documented choice): a row with no valid negative (every pair shares its
     id) draws uniformly among the *other* indices ``j != i`` (index ``i`` itself when
@@ -75,6 +81,7 @@ def sample_hard_negatives(
         image_ids: ``long [B]`` pair ids, or ``None`` (every pair distinct).
         generator: RNG for the draw (same seed, same device -> same negatives).
         return_flags: return a :class:`HardNegatives` with fallback flags.
+        hardness: weight in ``[0, 1]`` of the similarity-based distribution (see above).
 
     Returns:
         ``(neg_text_idx long [B], neg_image_idx long [B])``, or :class:`HardNegatives`.
@@ -87,6 +94,7 @@ def sample_hard_negatives(
         check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long)
     device = check_same_device(sim_i2t=sim_i2t, sim_t2i=sim_t2i, image_ids=image_ids)
     check_generator("generator", generator, device)
+    check_ratio("hardness", hardness, allow_one=True)
     if b == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         flags = torch.zeros(0, dtype=torch.bool, device=device)
@@ -103,7 +111,12 @@ def sample_hard_negatives(
     logits = torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4)
     logits = torch.where(has_neg.view(1, b, 1), logits, torch.zeros_like(logits))
     logits = logits.masked_fill(excluded.unsqueeze(0), float("-inf"))
-    probs = torch.softmax(logits, dim=-1).reshape(2 * b, b)
+    probs = torch.softmax(logits, dim=-1)
+    if hardness < 1.0:
+        allowed = (~excluded).float()
+        uniform = allowed / allowed.sum(-1, keepdim=True)
+        probs = hardness * probs + (1.0 - hardness) * uniform.unsqueeze(0)
+    probs = probs.reshape(2 * b, b)
     draws = torch.multinomial(probs, 1, generator=generator).reshape(2, b)
     if return_flags:
         no_neg = ~has_neg
@@ -174,6 +187,8 @@ def hard_negative_matching(
     head: Callable[[Tensor], Tensor],
     image_ids: Tensor | None = None,
     generator: torch.Generator | None = None,
+    hardness: float = 1.0,
+    rows: tuple[int, int] | None = None,
 ) -> LossOutput:
     """ALBEF's image-text matching step with in-batch hard negatives.
 
@@ -183,6 +198,17 @@ def hard_negative_matching(
        go through ``fuse`` in ONE call, then ``head`` gives ``[3B, 2]`` logits (1 = matched).
     3. :func:`image_text_matching_loss` scores them; pairs built from a fallback draw (a row with
        no valid negative, see :func:`sample_hard_negatives`) are not scored.
+
+    **Scoring a slice of the batch** (``rows=(start, stop)``, for data parallelism): the ``B``
+    rows are *candidates* (e.g. the global batch gathered from every rank, with gradient) and
+    the negatives are drawn for all ``B`` rows, so every caller with the same generator state
+    draws the same negatives (and consumes the generator as one process on the ``B`` rows
+    would); only the ``n = stop - start`` query rows ``[start, stop)`` are fused and scored
+    (``3n`` pairs; their negatives index any of the ``B`` candidates). The loss is the mean over
+    the scored pairs, as without ``rows``; two statistics are added so that the caller can turn
+    it into its share of the mean over all rows (:func:`maskmm.distributed.rescale_to_global_mean`):
+    ``num_scored`` (valid pairs of the query rows) and ``num_scored_total`` (valid pairs of all
+    ``B`` rows, known on every caller since the draws are).
 
     Args:
         image_states: ``[B, Li, Dv]`` image tokens (any float dtype).
@@ -197,12 +223,16 @@ def hard_negative_matching(
         head: ``[3B, D] -> [3B, 2]`` matching logits.
         image_ids: long ``[B]`` pair ids, or ``None`` (every pair distinct).
         generator: RNG of the draws (same seed, same device -> same negatives).
+        hardness: mix of similarity-based and uniform draws (see :func:`sample_hard_negatives`).
+        rows: ``(start, stop)`` with ``0 <= start <= stop <= B``: score only these query rows
+            (see above); ``None`` = all rows.
 
     Returns:
         :class:`LossOutput`: fp32 (fp64 for fp64 logits) mean cross-entropy over the scored pairs;
-        stats ``accuracy``, ``pos_acc``, ``neg_acc``. Edge cases: ``B = 1`` scores the positive
-        only (no negative exists); ``B = 0`` gives loss 0 (graph-connected, zero gradient)
-        without calling ``fuse``.
+        stats ``accuracy``, ``pos_acc``, ``neg_acc`` (and ``num_scored``, ``num_scored_total``
+        with ``rows``). Edge cases: ``B = 1`` scores the positive only (no negative exists);
+        no row to score (``B = 0`` or an empty ``rows``) gives loss 0 (graph-connected, zero
+        gradient) without calling ``fuse``.
     """
     check_floating("image_states", image_states, ndim=3)
     b = image_states.shape[0]
@@ -215,6 +245,13 @@ def hard_negative_matching(
     for name, fn in (("fuse", fuse), ("head", head)):
         if not callable(fn):
             raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    if rows is not None:
+        ok = isinstance(rows, tuple) and len(rows) == 2
+        ok = ok and all(isinstance(r, int) and not isinstance(r, bool) for r in rows)
+        if not ok or not 0 <= rows[0] <= rows[1] <= b:
+            raise ValueError(
+                f"rows must be a tuple (start, stop) of ints with 0 <= start <= stop <= B={b}, got {rows!r}"
+            )
     device = check_same_device(
         image_states=image_states,
         image_valid=image_valid,
@@ -228,15 +265,35 @@ def hard_negative_matching(
         sim_i2t = torch.zeros(b, b, device=device)
     if sim_t2i is None:
         sim_t2i = sim_i2t.t()
-    negs = sample_hard_negatives(sim_i2t, sim_t2i, image_ids, generator=generator, return_flags=True)
-    if b == 0:
+    negs = sample_hard_negatives(
+        sim_i2t, sim_t2i, image_ids, generator=generator, return_flags=True, hardness=hardness
+    )
+    start, stop = (0, b) if rows is None else rows
+    n = stop - start
+    extra: dict[str, Tensor] = {}
+    if rows is not None:
+        with torch.no_grad():
+            neg_valid = torch.stack([~negs.text_fallback, ~negs.image_fallback])  # [2, B]
+            extra = {
+                "num_scored": _stat(n + neg_valid[:, start:stop].sum()),
+                "num_scored_total": _stat(b + neg_valid.sum()),
+            }
+    if n == 0:
         out = image_text_matching_loss(image_states.new_zeros(0, 2))
         anchor = (image_states.sum() + text_states.sum()).to(out.loss.dtype) * 0.0
-        return LossOutput(out.loss + anchor, out.stats)
+        return LossOutput(out.loss + anchor, {**out.stats, **extra})
 
-    own = torch.arange(b, device=device)
-    image_rows = torch.cat([own, own, negs.image_idx])
-    text_rows = torch.cat([own, negs.text_idx, own])
+    if rows is None:
+        own = torch.arange(b, device=device)
+        neg_image, neg_text, valid = negs.image_idx, negs.text_idx, negs.pair_valid()
+    else:
+        own = torch.arange(start, stop, device=device)
+        neg_image, neg_text = negs.image_idx[start:stop], negs.text_idx[start:stop]
+        valid = HardNegatives(
+            neg_text, neg_image, negs.text_fallback[start:stop], negs.image_fallback[start:stop]
+        ).pair_valid()
+    image_rows = torch.cat([own, own, neg_image])
+    text_rows = torch.cat([own, neg_text, own])
     pairs = fuse(
         image_states[image_rows],
         None if image_valid is None else image_valid[image_rows],
@@ -244,8 +301,9 @@ def hard_negative_matching(
         text_valid[text_rows],
     )
     logits = head(pairs)
-    check_floating("head(fuse(...)) logits", logits, shape=(3 * b, 2))
-    return image_text_matching_loss(logits, valid=negs.pair_valid())
+    check_floating("head(fuse(...)) logits", logits, shape=(3 * n, 2))
+    out = image_text_matching_loss(logits, valid=valid)
+    return LossOutput(out.loss, {**out.stats, **extra}) if extra else out
 
 
 class ImageTextMatchingLoss(nn.Module):

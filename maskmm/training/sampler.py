@@ -13,19 +13,30 @@ __all__ = ["ResumableSampler"]
 class ResumableSampler(Sampler[int]):
     """Shuffled indices of one epoch, sharded over ranks, that can start mid-epoch.
 
-    Epoch ``e`` uses ``torch.randperm(n)`` from a generator seeded with ``seed + e``; rank ``r``
-    of ``world`` takes positions ``r, r + world, ...`` of the first ``world * (n // world)``
-    entries (the tail is dropped so every rank sees the same count). :meth:`set_epoch` picks the
+    Epoch ``e`` uses ``torch.randperm(n)`` from a generator seeded with ``seed + e``, cut into
+    consecutive groups of ``world * block`` positions (the tail that fills no group is dropped, so
+    every rank sees the same count); rank ``r`` takes positions ``[r * block, (r + 1) * block)`` of
+    each group. With ``block`` = the per-rank batch size, the ranks' batches of a step are, in rank
+    order, the batch one process with the global batch size would draw (``block = 1``: positions
+    ``r, r + world, ...``). :meth:`set_epoch` picks the
     epoch and ``start`` (in samples of this rank) skips what was already consumed, so a resumed
     run sees exactly the indices the uninterrupted run would have.
 
     Args:
         length: dataset length ``n``.
-        seed: base seed; rank, world_size: sharding; shuffle: ``False`` keeps ``0..n-1`` order.
+        seed: base seed; rank, world_size, block: sharding; shuffle: ``False`` keeps ``0..n-1``
+            order.
     """
 
     def __init__(
-        self, length: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True
+        self,
+        length: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        block: int = 1,
     ) -> None:
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
@@ -40,12 +51,15 @@ class ResumableSampler(Sampler[int]):
             world_size,
             shuffle,
         )
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise ValueError(f"block must be an int >= 1, got {block!r}")
+        self.block = block
         self.epoch = 0
         self.start = 0
 
     @property
     def per_rank(self) -> int:
-        return self.length // self.world_size
+        return self.length // (self.world_size * self.block) * self.block
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         if epoch < 0 or not 0 <= start <= self.per_rank:
@@ -59,8 +73,8 @@ class ResumableSampler(Sampler[int]):
             order = torch.randperm(self.length, generator=g)
         else:
             order = torch.arange(self.length)
-        mine = order[: self.per_rank * self.world_size][self.rank :: self.world_size]
-        return mine[self.start :]
+        groups = order[: self.per_rank * self.world_size].view(-1, self.world_size, self.block)
+        return groups[:, self.rank].reshape(-1)[self.start :]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices().tolist())

@@ -11,17 +11,21 @@ raises ``ValueError``/``TypeError`` naming the offending field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from maskmm.training.schedule import linear_ramp
+
 __all__ = [
     "DataConfig",
     "EMAConfig",
     "EvalConfig",
     "ITCConfig",
+    "ITMConfig",
     "LogConfig",
     "LossesConfig",
     "MAMOConfig",
@@ -128,6 +132,27 @@ class ITCConfig:
 
 
 @dataclass
+class ITMConfig:
+    """ALBEF ITM negatives. Each image's negative text (and each text's negative image) is drawn
+    from ``hardness * softmax(ITC similarity) + (1 - hardness) * uniform`` over the other pairs of
+    the batch (:func:`maskmm.losses.sample_hard_negatives`). ``hardness`` is 0 for the first
+    ``easy_steps`` steps, then ramps linearly to ``hardness`` over ``ramp_steps``. ALBEF draws hard
+    negatives from the first step (``easy_steps = ramp_steps = 0``), with a pretrained text
+    encoder; a matching head trained from scratch on hard negatives alone stays at the class prior
+    (it answers "no match" to every pair), so small runs from scratch start with random ones."""
+
+    hardness: float = 1.0
+    easy_steps: int = 0
+    ramp_steps: int = 0
+
+    def hardness_at(self, step: int) -> float:
+        """Hardness of the negatives drawn at the 0-based ``step``."""
+        if step < self.easy_steps:
+            return 0.0
+        return linear_ramp(step - self.easy_steps, self.ramp_steps, self.hardness)
+
+
+@dataclass
 class EMAConfig:
     decay: float = 0.995
     schedule: Literal["constant", "linear", "cosine"] = "constant"
@@ -149,6 +174,11 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """The run. ``max_seconds > 0`` stops training after the step during which the training
+    wall-clock (without the periodic ``eval_every`` evaluations and checkpoint saves) passed
+    ``max_seconds``; 0 means no limit. The learning-rate schedule keeps ``steps`` as its horizon,
+    so with a time budget set ``steps`` to about the number of steps the budget allows."""
+
     batch_size: int = 64
     steps: int = 1000
     grad_accum: int = 1
@@ -162,6 +192,7 @@ class TrainConfig:
     save_every: int = 0
     log_every: int = 10
     eval_every: int = 0
+    max_seconds: float = 0.0
 
 
 @dataclass
@@ -206,6 +237,7 @@ class MAMOConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     losses: LossesConfig = field(default_factory=LossesConfig)
     itc: ITCConfig = field(default_factory=ITCConfig)
+    itm: ITMConfig = field(default_factory=ITMConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -482,6 +514,9 @@ def _validate(c: MAMOConfig) -> None:
         raise ValueError(f"config field 'itc.temperature' must lie in [0.001, 0.5], got {i.temperature}")
     _ratio("itc.alpha", i.alpha, one_ok=True)
     _positive("itc.alpha_warmup_steps", i.alpha_warmup_steps, zero_ok=True)
+    _ratio("itm.hardness", c.itm.hardness, one_ok=True)
+    _positive("itm.easy_steps", c.itm.easy_steps, zero_ok=True)
+    _positive("itm.ramp_steps", c.itm.ramp_steps, zero_ok=True)
     e = c.ema
     _ratio("ema.decay", e.decay, one_ok=True)
     _ratio("ema.final_decay", e.final_decay, one_ok=True)
@@ -511,6 +546,9 @@ def _validate(c: MAMOConfig) -> None:
         )
     for name in ("num_workers", "threads", "save_every", "log_every", "eval_every", "seed"):
         _positive(f"train.{name}", getattr(t, name), zero_ok=True)
+    if not math.isfinite(t.max_seconds):
+        raise ValueError(f"config field 'train.max_seconds' must be finite, got {t.max_seconds}")
+    _positive("train.max_seconds", t.max_seconds, zero_ok=True)
     if t.device not in ("auto", "cpu") and not t.device.startswith("cuda"):
         raise ValueError(f"config field 'train.device' must be 'auto', 'cpu' or 'cuda[:i]', got {t.device!r}")
     d = c.data

@@ -3,8 +3,9 @@
 - Zero-shot retrieval, both directions, R@1/5/10: ITC similarities, then ITM re-ranking of the
   top-k candidates (as ALBEF). Relevance is fact-based (a caption is relevant to every image it
   is true of); the strict one-caption-per-image numbers are reported too (``strict_*``).
-- Fine-grained: ITM match probability of the true caption vs captions that change exactly one
-  attribute (colour, shape, size, position, relation); per-attribute accuracy.
+- Fine-grained: score of the true caption vs captions that change exactly one attribute (colour,
+  shape, size, position, relation); per-attribute accuracy. The score is the ITM match probability
+  (default) or the cosine similarity of the ITC features (``scorer="itc"``, the dual-encoder score).
 - Grounding: Grad-CAM of the ITM match logit w.r.t. the image tokens entering the fusion, for
   each object's noun phrase; pointing-game and energy-in-box scores.
 
@@ -138,27 +139,65 @@ def evaluate_retrieval(
     return {k_: float(v) for k_, v in to_python(out).items()}
 
 
+_SCORERS = ("itm", "itc")
+
+
+def _check_scorer(model: MAMO, scorer: str) -> None:
+    """Raise ``ValueError`` for an unknown ``scorer`` or one the model has no head for."""
+    if scorer not in _SCORERS:
+        raise ValueError(f"scorer must be one of {list(_SCORERS)}, got {scorer!r}")
+    st = model.student
+    if scorer == "itm" and st.itm_head is None:
+        raise ValueError(
+            "scorer='itm' needs the ITM head; this model was built without it (losses.itm=false)"
+        )
+    if scorer == "itc" and (st.vision_proj is None or st.text_proj is None):
+        raise ValueError(
+            "scorer='itc' needs the ITC projections; this model was built without them (losses.itc=false)"
+        )
+
+
 @torch.no_grad()
 def evaluate_finegrained(
-    model: MAMO, tokenizer: Any, cfg: MAMOConfig, split: str, n: int | None = None
+    model: MAMO,
+    tokenizer: Any,
+    cfg: MAMOConfig,
+    split: str,
+    n: int | None = None,
+    *,
+    scorer: str = "itm",
 ) -> dict[str, float]:
-    """Per-attribute accuracy (%) of ITM preferring the true caption over a one-attribute distractor.
+    """Per-attribute accuracy (%) of preferring the true caption over a one-attribute distractor.
 
     Uses :func:`maskmm.data.build_fine_grained_set` (one distractor per image and attribute,
     missing where the caption states no such attribute).
+
+    Args:
+        n: images (default ``eval.finegrained_samples``); 0 returns ``{}``.
+        scorer: ``"itm"``: the ITM match probability of the fused pair (needs the ITM head);
+            ``"itc"``: the cosine similarity of the pair's ITC features, the dual-encoder score
+            (needs the ITC projections).
+    Returns:
+        attribute -> accuracy in percent (NaN for an attribute without samples), and ``"mean"``.
+    Raises:
+        ValueError: an unknown ``scorer``, or a model without the head ``scorer`` needs.
     """
+    _check_scorer(model, scorer)
     n = cfg.eval.finegrained_samples if n is None else n
-    if n == 0 or model.student.itm_head is None:
+    if n == 0:
         return {}
     was_training = model.training
     model.eval()
     fg = build_fine_grained_set(eval_dataset(cfg, split, n), n, seed=cfg.data.seed)
-    img_states, _ = encode_images(model, fg.images, cfg.eval.batch_size)
+    img_states, img_feat = encode_images(model, fg.images, cfg.eval.batch_size)  # [n, 1+P, D], [n, E]
     ml = cfg.data.max_text_len
     dev = img_states.device
 
     def match(rows: Tensor, captions: list[str]) -> Tensor:
-        t_states, t_valid, _ = encode_texts(model, tokenizer, captions, ml)
+        """``fp32 [M]`` score of image ``rows[m]`` with ``captions[m]``."""
+        t_states, t_valid, t_feat = encode_texts(model, tokenizer, captions, ml)
+        if scorer == "itc":
+            return (img_feat[rows] * t_feat).sum(-1)  # both unit-norm: cosine similarity
         parts = []
         for i in range(0, len(captions), 256):
             sl = slice(i, i + 256)
@@ -225,13 +264,23 @@ def evaluate(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Every evaluation on every split.
 
-    Returns ``{split: {"retrieval": ..., "finegrained": ..., "grounding": ...}}``.
+    Returns ``{split: {"retrieval": ..., "finegrained": ..., "finegrained_itc": ...,
+    "grounding": ...}}`` (fine-grained accuracies scored by ITM and by ITC; ``{}`` where the model
+    lacks the head).
     """
     out: dict[str, dict[str, dict[str, float]]] = {}
+    st = model.student
     for split in splits or cfg.eval.splits:
         out[split] = {
             "retrieval": evaluate_retrieval(model, tokenizer, cfg, split),
-            "finegrained": evaluate_finegrained(model, tokenizer, cfg, split),
+            "finegrained": (
+                evaluate_finegrained(model, tokenizer, cfg, split) if st.itm_head is not None else {}
+            ),
+            "finegrained_itc": (
+                evaluate_finegrained(model, tokenizer, cfg, split, scorer="itc")
+                if st.vision_proj is not None and st.text_proj is not None
+                else {}
+            ),
             "grounding": evaluate_grounding(model, tokenizer, cfg, split),
         }
     return out
@@ -257,9 +306,10 @@ def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
             if "strict_itm_tr_r1" in r:
                 strict += f"; ITM TR@1 {r['strict_itm_tr_r1']:.1f} IR@1 {r['strict_itm_ir_r1']:.1f}"
             lines.append(strict)
-        fg = parts.get("finegrained", {})
-        if fg:
-            lines.append("fine-grained ITM acc  " + "  ".join(f"{k} {v:.1f}" for k, v in fg.items()))
+        for key, name in (("finegrained", "ITM"), ("finegrained_itc", "ITC")):
+            fg = parts.get(key, {})
+            if fg:
+                lines.append(f"fine-grained {name} acc  " + "  ".join(f"{k} {v:.1f}" for k, v in fg.items()))
         gr = parts.get("grounding", {})
         if gr:
             lines.append("grounding (Grad-CAM)  " + "  ".join(f"{k} {v:.1f}" for k, v in gr.items()))

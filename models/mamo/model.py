@@ -27,6 +27,23 @@ loop calls :meth:`MAMO.update_teacher` after the optimizer step.
 
 Choices that are ours (not verified against the paper): described in ``DESIGN.md`` §3 and in
 :class:`MAMOSettings`.
+
+**Data parallelism** (``torch.distributed`` initialised with more than one rank, every rank
+passing the same local batch size ``b``): the step equals one process on the concatenated global
+batch of ``world * b`` pairs (rank ``r``'s rows at ``[r * b, (r + 1) * b)``), given the same
+``generator`` state on every rank:
+
+- captions are padded to the longest length over ranks (:func:`maskmm.distributed.pad_to_common_length`);
+- ITC gathers its keys (:class:`maskmm.losses.ImageTextContrastive`);
+- ITM gathers the image and text states with gradient, draws the negatives of the whole global
+  batch from the gathered ITC similarities and fuses this rank's ``3b`` pairs (negatives may come
+  from any rank);
+- the joint masking is drawn for the global batch (token ids and validity gathered) and each rank
+  takes its rows, so the generator is consumed as in one process;
+- ITM, MLM, MRM and MIM means are rescaled to this rank's share of the global mean
+  (:func:`maskmm.distributed.rescale_to_global_mean`; the global counts are known on every rank).
+
+Dropout and other draws of the global torch RNG stay per rank (the ``tiny`` preset has none).
 """
 
 from __future__ import annotations
@@ -38,9 +55,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_generator, check_tensor
+from maskmm._checks import check_floating, check_generator, check_ratio, check_tensor
+from maskmm.distributed import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    pad_to_common_length,
+    rescale_to_global_mean,
+    world_info,
+)
 from maskmm.losses import (
     ImageTextContrastive,
+    LossOutput,
     hard_negative_matching,
     latent_regression_loss,
     masked_token_loss,
@@ -331,6 +356,7 @@ class MAMO(nn.Module):
         image_ids: Tensor | None = None,
         *,
         alpha: float = 0.4,
+        itm_hardness: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> MAMOOutput:
         """One pretraining step's losses.
@@ -342,7 +368,12 @@ class MAMO(nn.Module):
             image_ids: ``long [B]`` image ids: pairs sharing an id are positives of each other in
                 ITC and never hard negatives in ITM. ``None`` = every pair distinct.
             alpha: distillation weight of ITC soft targets (and MLM distillation), in ``[0, 1]``.
-            generator: RNG of the masking and the hard-negative draws.
+            itm_hardness: in ``[0, 1]``, how much the ITM negatives follow the ITC similarities
+                rather than a uniform draw (see :func:`maskmm.losses.sample_hard_negatives`).
+            generator: RNG of the masking and the hard-negative draws. Under data parallelism it
+                must be in the same state on every rank: the draws are made for the global batch
+                (see the module docstring), and ``input_ids`` / ``text_valid`` are padded to the
+                longest caption length over ranks first.
         """
         s = self.settings
         check_floating("images", images, ndim=4)
@@ -355,15 +386,25 @@ class MAMO(nn.Module):
             check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long, device=images.device)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be a float in [0, 1], got {alpha!r}")
+        check_ratio("itm_hardness", itm_hardness, allow_one=True)
         check_generator("generator", generator, images.device)
-        if s.on("itm") and b < 2:
+        rank, world = world_info()
+        if s.on("itm") and b * world < 2:
             raise ValueError(
                 f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}"
+                + (f" on each of {world} ranks" if world > 1 else "")
             )
 
         st = self.student
         losses: dict[str, Tensor] = {}
         stats: dict[str, Tensor] = {}
+        masked_view = s.on("mlm") or s.on("mrm") or s.on("mim")
+        ids_all = valid_all = None  # global-batch token ids and validity (world > 1)
+        if world > 1 and (s.on("itm") or masked_view):
+            pad_id = int(getattr(getattr(st.text, "config", None), "pad_token_id", 0))
+            input_ids, text_valid = pad_to_common_length([input_ids, text_valid], [pad_id, False])
+            ids_all, valid_all = all_gather_no_grad(input_ids), all_gather_no_grad(text_valid)
+        rows = (rank * b, (rank + 1) * b)
 
         # ---------------- teacher on the clean pair (no grad)
         with torch.no_grad():
@@ -404,25 +445,57 @@ class MAMO(nn.Module):
                 stats.update({f"itc/{k}": v for k, v in out.stats.items()})
             if s.on("itm"):
                 temp = self.itc.temp if self.itc is not None else 0.07
-                sim_i2t = itc_similarity(img_feat, txt_feat, temp) if img_feat is not None else None
-                out = hard_negative_matching(
-                    img,
-                    None,
-                    txt,
-                    text_valid,
-                    sim_i2t,
-                    fuse=fused_text_cls(st.fusion),
-                    head=st.itm_head,
-                    image_ids=image_ids,
-                    generator=generator,
-                )
-                losses["itm"] = out.loss
+                if world == 1:
+                    sim_i2t = itc_similarity(img_feat, txt_feat, temp) if img_feat is not None else None
+                    out = hard_negative_matching(
+                        img,
+                        None,
+                        txt,
+                        text_valid,
+                        sim_i2t,
+                        fuse=fused_text_cls(st.fusion),
+                        head=st.itm_head,
+                        image_ids=image_ids,
+                        generator=generator,
+                        hardness=itm_hardness,
+                    )
+                    losses["itm"] = out.loss
+                else:
+                    out = self._global_itm(
+                        img,
+                        txt,
+                        valid_all,
+                        img_feat,
+                        txt_feat,
+                        image_ids,
+                        temp,
+                        rows,
+                        generator,
+                        itm_hardness,
+                    )
+                    n_local, n_total = out.stats.pop("num_scored"), out.stats.pop("num_scored_total")
+                    losses["itm"] = rescale_to_global_mean(out.loss, n_local, n_total)
                 stats.update({f"itm/{k}": v for k, v in out.stats.items()})
+                stats["itm/hardness"] = torch.tensor(float(itm_hardness))
 
         # ---------------- jointly masked view: MLM, MRM, MIM
-        if s.on("mlm") or s.on("mrm") or s.on("mim"):
+        if masked_view:
             n_patches = t_img.shape[1] - 1
-            pm, tm = self.mask_batch(input_ids, text_valid, n_patches, generator=generator)
+            if world == 1:
+                pm, tm = self.mask_batch(input_ids, text_valid, n_patches, generator=generator)
+                pm_all, tm_all = pm, tm
+            else:  # draw for the global batch (same on every rank), keep this rank's rows
+                pm_all, tm_all = self.mask_batch(ids_all, valid_all, n_patches, generator=generator)
+                pm = type(pm_all)(*(t[rows[0] : rows[1]] for t in pm_all))
+                tm = type(tm_all)(*(t[rows[0] : rows[1]] for t in tm_all))
+
+            def global_mean(loss: Tensor, local_mask: Tensor, global_mask: Tensor) -> Tensor:
+                """``loss`` (a mean over ``local_mask``) as this rank's share of the mean over
+                ``global_mask`` (the same masking for the global batch); unchanged when world = 1."""
+                if world == 1:
+                    return loss
+                return rescale_to_global_mean(loss, local_mask.sum(), global_mask.sum())
+
             if s.mask_mode == "drop":
                 kept = st.vision(images, masking=pm, mask_mode="drop").last_hidden
                 v_full = st.vision.insert_mask_tokens(kept, pm, grid_size=_grid(st.vision, images))
@@ -445,7 +518,7 @@ class MAMO(nn.Module):
                     soft_targets_are_logits=True,
                     alpha=float(alpha) if soft is not None else 0.0,
                 )
-                losses["mlm"] = out.loss
+                losses["mlm"] = global_mean(out.loss, tm.mask, tm_all.mask)
                 stats.update({f"mlm/{k}": v for k, v in out.stats.items()})
 
             if s.on("mrm"):
@@ -455,10 +528,12 @@ class MAMO(nn.Module):
                 ]
                 if self.cross_fusion:
                     states, mask, valid = fused.text, tm.mask, text_valid
+                    mask_all = tm_all.mask
                 else:
                     states = torch.cat([fused.image[:, 1:], fused.text], dim=1)
                     mask = torch.cat([pm.mask, tm.mask], dim=1)
                     valid = torch.cat([torch.ones_like(pm.mask), text_valid], dim=1)
+                    mask_all = mask if world == 1 else torch.cat([pm_all.mask, tm_all.mask], dim=1)
                 target = top_k_layer_targets(
                     target_layers,
                     len(target_layers),
@@ -470,7 +545,7 @@ class MAMO(nn.Module):
                 out = latent_regression_loss(
                     pred, target, mask, kind=s.mrm_kind, scale_by_dim=s.mrm_scale_by_dim, beta=s.mrm_beta
                 )
-                losses["mrm"] = out.loss
+                losses["mrm"] = global_mean(out.loss, mask, mask_all)
                 stats.update({f"mrm/{k}": v for k, v in out.stats.items()})
 
             if s.on("mim"):
@@ -482,7 +557,7 @@ class MAMO(nn.Module):
                 out = latent_regression_loss(
                     pred, target, pm.mask, kind=s.mim_kind, scale_by_dim=s.mim_scale_by_dim
                 )
-                losses["mim"] = out.loss
+                losses["mim"] = global_mean(out.loss, pm.mask, pm_all.mask)
                 stats.update({f"mim/{k}": v for k, v in out.stats.items()})
 
         total = sum(s.weight(k) * v.float() for k, v in losses.items())
@@ -491,6 +566,44 @@ class MAMO(nn.Module):
         return MAMOOutput(total, losses, stats)
 
     # ------------------------------------------------------------------ pieces
+
+    def _global_itm(
+        self,
+        img: Tensor,
+        txt: Tensor,
+        valid_all: Tensor,
+        img_feat: Tensor | None,
+        txt_feat: Tensor | None,
+        image_ids: Tensor | None,
+        temp: Tensor | float,
+        rows: tuple[int, int],
+        generator: torch.Generator | None,
+        hardness: float,
+    ) -> LossOutput:
+        """ITM over the global batch (``world > 1``): this rank's ``3b`` pairs, negatives from anywhere.
+
+        ``img [b, 1+N, D]`` / ``txt [b, L, D]`` (``L`` common to all ranks) are gathered with gradient
+        to ``[world * b, ...]``; ``valid_all`` is the gathered ``bool [world * b, L]`` text validity;
+        the sampling similarities come from the gathered ITC features (``None`` without ITC: uniform
+        negatives). Returns :func:`~maskmm.losses.hard_negative_matching`'s output for ``rows``
+        (a local mean, with the ``num_scored`` / ``num_scored_total`` counts).
+        """
+        sim_i2t = None
+        if img_feat is not None and txt_feat is not None:
+            sim_i2t = itc_similarity(all_gather_no_grad(img_feat), all_gather_no_grad(txt_feat), temp)
+        return hard_negative_matching(
+            all_gather_with_grad(img),
+            None,
+            all_gather_with_grad(txt),
+            valid_all,
+            sim_i2t,
+            fuse=fused_text_cls(self.student.fusion),
+            head=self.student.itm_head,
+            image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
+            generator=generator,
+            hardness=hardness,
+            rows=rows,
+        )
 
     @torch.no_grad()
     def _mlm_soft_targets(self, t_img: Tensor, tm: TokenMasking, text_valid: Tensor) -> Tensor:

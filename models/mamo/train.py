@@ -6,6 +6,11 @@ Rank 0 logs JSON lines, shows a progress bar, saves atomic checkpoints and plots
 A resumed run (``resume=...``) reproduces the uninterrupted run exactly on CPU: model, teacher,
 queue, optimiser, schedule, RNG states and the data position are all restored.
 
+With ``train.max_seconds > 0`` the run stops after the step during which its training wall-clock
+(data, forward, backward, optimiser and logging; not the periodic ``eval_every`` evaluations nor the
+checkpoint saves) passed the budget; the schedule still runs over ``train.steps``, so set that to
+about the number of steps the budget allows.
+
 Run: ``maskmm-train --config tiny --set train.steps=200`` or ``python -m maskmm.models.mamo.train``;
 many GPUs: ``torchrun --nproc_per_node 8 -m maskmm.models.mamo.train --config base``.
 """
@@ -60,13 +65,20 @@ _KEEP_CHECKPOINTS = 2
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: final step, the logged rows and where things were written."""
+    """What :func:`train` returns: final step, the logged rows and where things were written.
+
+    ``seconds`` is the wall-clock of the whole :meth:`Trainer.fit` call; ``train_seconds`` leaves
+    out the periodic evaluations and checkpoint saves (the clock ``train.max_seconds`` limits).
+    ``stopped_early`` is ``True`` when ``train.max_seconds`` ended the run before its last step.
+    """
 
     step: int
     history: list[dict[str, Any]] = field(default_factory=list)
     out_dir: Path | None = None
     checkpoint: Path | None = None
     seconds: float = 0.0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
 
 
 class Trainer:
@@ -112,7 +124,9 @@ class Trainer:
         self.scheduler = warmup_cosine_scheduler(
             self.optimizer, cfg.train.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio
         )
-        self.generator = torch.Generator(self.device).manual_seed(cfg.train.seed * 1_000_003 + self.rank)
+        # Masking and ITM negatives are drawn for the global batch (each rank keeps its rows), so this
+        # stream is the same on every rank; dropout uses the rank-dependent global RNG above.
+        self.generator = torch.Generator(self.device).manual_seed(cfg.train.seed * 1_000_003)
         self.amp_dtype = resolve_amp_dtype(cfg.train.amp, self.device)
         self.step = 0
         self.net: nn.Module = self.model
@@ -132,8 +146,13 @@ class Trainer:
             )
         self.local_batch = cfg.train.batch_size // self.world
         self.dataset = build_train_dataset(cfg)
+        # rank r's batch of a step = rows [r * b, (r + 1) * b) of the global batch one process draws
         self.sampler = ResumableSampler(
-            len(self.dataset), seed=cfg.train.seed, rank=self.rank, world_size=self.world
+            len(self.dataset),
+            seed=cfg.train.seed,
+            rank=self.rank,
+            world_size=self.world,
+            block=self.local_batch,
         )
         self.batches_per_epoch = len(self.sampler) // self.local_batch
         if self.batches_per_epoch == 0:
@@ -183,6 +202,7 @@ class Trainer:
         """One optimiser step (with accumulation); returns detached stats (no host sync)."""
         cfg = self.cfg
         alpha = linear_ramp(self.step, cfg.itc.alpha_warmup_steps, cfg.itc.alpha)
+        hardness = cfg.itm.hardness_at(self.step)
         micro = split_microbatches(batch, cfg.train.grad_accum)
         stats: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
@@ -195,6 +215,7 @@ class Trainer:
                         mb["text_valid"],
                         mb["image_ids"],
                         alpha=alpha,
+                        itm_hardness=hardness,
                         generator=self.generator,
                     )
                 (out.loss / len(micro)).backward()
@@ -231,8 +252,9 @@ class Trainer:
         self.step = int(state["step"])
         if self.world == 1:
             restore_rng_state(state["rng"], {"masking": self.generator})
-        else:  # every rank's own stream continues from a fresh, rank-dependent seed
-            self.generator.manual_seed(self.cfg.train.seed * 1_000_003 + self.rank + 7919 * self.step)
+        else:  # the shared masking stream (saved by rank 0) continues on every rank; the global
+            # (dropout) RNG states are per rank and continue from their rank-dependent seeds
+            restore_rng_state({"generators": state["rng"].get("generators", {})}, {"masking": self.generator})
         self._iter = None
 
     def save(self, name: str | None = None) -> Path | None:
@@ -258,7 +280,12 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self, steps: int | None = None, *, progress: bool | None = None) -> TrainResult:
-        """Train until ``steps`` (default ``cfg.train.steps``) optimiser steps are done."""
+        """Train until ``steps`` (default ``cfg.train.steps``) optimiser steps are done.
+
+        With ``train.max_seconds > 0``, stop earlier: after the step during which this call's
+        training wall-clock (evaluations and checkpoint saves excluded) passed the budget. ``steps``
+        may exceed ``train.steps``; the learning rate then stays at its final value.
+        """
         cfg = self.cfg
         steps = cfg.train.steps if steps is None else steps
         if self.main and self.log_enabled:
@@ -266,13 +293,16 @@ class Trainer:
             dump_config(cfg, self.out_dir / "config.yaml")
         show = cfg.log.progress if progress is None else progress
         bar = ProgressBar(steps, desc="train", initial=self.step, enabled=self.main and show)
-        t0 = time.time()
+        t0 = time.perf_counter()
+        excluded = 0.0  # seconds spent in periodic evaluation and checkpoint saving
+        stop = False
         last_ckpt, saved_at = None, -1
         try:
-            while self.step < steps:
+            while self.step < steps and not stop:
                 batch = self.next_batch()
                 stats = self.train_step(batch)
-                if self.step % max(cfg.train.log_every, 1) == 0 or self.step == steps:
+                stop = self._budget_spent(t0 + excluded)
+                if self.step % max(cfg.train.log_every, 1) == 0 or self.step == steps or stop:
                     row = {k: v for k, v in to_python(stats).items()}
                     row["lr"] = self.optimizer.param_groups[0]["lr"]
                     row["step"] = self.step
@@ -280,13 +310,17 @@ class Trainer:
                     self.logger.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
                     bar.set_postfix({k: row[k] for k in ("loss", "loss_itc", "loss_itm") if k in row})
                 bar.update()
+                t_aside = time.perf_counter()
                 if cfg.train.save_every and self.step % cfg.train.save_every == 0:
                     last_ckpt, saved_at = self.save(), self.step
                     barrier()
-                if cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < steps:
+                every = cfg.train.eval_every
+                if every and self.step % every == 0 and self.step < steps and not stop:
                     self.evaluate_now()
+                excluded += time.perf_counter() - t_aside
         finally:
             bar.close()
+        train_seconds = time.perf_counter() - t0 - excluded
         if self.log_enabled:
             if saved_at != self.step:
                 last_ckpt = self.save()
@@ -295,7 +329,34 @@ class Trainer:
                 if cfg.log.plot:
                     plot_metrics(self.out_dir / "metrics.jsonl", self.out_dir / "curves.png")
         barrier()
-        return TrainResult(self.step, self.history, self.out_dir, last_ckpt, time.time() - t0)
+        return TrainResult(
+            self.step,
+            self.history,
+            self.out_dir,
+            last_ckpt,
+            time.perf_counter() - t0,
+            train_seconds=train_seconds,
+            stopped_early=stop and self.step < steps,
+        )
+
+    def _budget_spent(self, start: float) -> bool:
+        """Whether the training clock started at ``start`` (a ``time.perf_counter()`` value, moved
+        forward by the excluded time) passed ``train.max_seconds``; never when that is 0.
+
+        On CUDA the device is synchronised first, so that the clock covers the step's kernels; under
+        DDP rank 0's decision is broadcast, so that every rank stops after the same step.
+        """
+        budget = self.cfg.train.max_seconds
+        if budget <= 0:
+            return False
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        spent = time.perf_counter() - start > budget
+        if self.world > 1:
+            flag = torch.tensor([1.0 if spent else 0.0], device=self.device)
+            torch.distributed.broadcast(flag, src=0)
+            spent = bool(flag.item())
+        return spent
 
     def _export_state(self) -> dict[str, Any]:
         """Weights + config only (what :mod:`~maskmm.models.mamo.inference` needs)."""

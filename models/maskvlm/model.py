@@ -168,6 +168,7 @@ class MaskVLM(nn.Module):
         text_valid: Tensor,
         image_ids: Tensor | None = None,
         *,
+        itm_hardness: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> MaskVLMOutput:
         """One pretraining step's losses.
@@ -177,6 +178,9 @@ class MaskVLM(nn.Module):
             input_ids: long ``[B, L]`` token ids (CLS first).
             text_valid: bool ``[B, L]``, ``True`` = real token.
             image_ids: long ``[B]``: pairs sharing an id are ITC positives and never ITM negatives.
+            itm_hardness: in ``[0, 1]``, how much the ITM negatives follow the ITC similarities
+                rather than a uniform draw (:func:`maskmm.losses.sample_hard_negatives`); from
+                scratch, start at 0 and ramp up (see ``models/mamo`` ``itm.*``).
             generator: RNG of the masks and the hard-negative draws.
         """
         check_pair_batch(images, input_ids, text_valid, image_ids, generator, itm=self.on("itm"))
@@ -203,6 +207,7 @@ class MaskVLM(nn.Module):
                 head=self.itm_head,
                 image_ids=image_ids,
                 generator=generator,
+                hardness=itm_hardness,
             )
             step.add("itm", out)
 

@@ -223,6 +223,7 @@ class SemMIM(nn.Module):
         image_ids: Tensor | None = None,
         *,
         alpha: float | None = None,
+        itm_hardness: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> SemMIMOutput:
         """One pretraining step's losses.
@@ -232,6 +233,9 @@ class SemMIM(nn.Module):
             text_valid: bool ``[B, L]``, ``True`` = real token.
             image_ids: long ``[B]``: pairs sharing an id are ITC positives and never ITM negatives.
             alpha: ITC soft-target weight in ``[0, 1]`` (default ``config.itc_alpha``).
+            itm_hardness: in ``[0, 1]``, how much the ITM negatives follow the ITC similarities
+                rather than a uniform draw (:func:`maskmm.losses.sample_hard_negatives`); from
+                scratch, start at 0 and ramp up (see ``models/mamo`` ``itm.*``).
             generator: RNG of the masks and the hard-negative draws.
         """
         cfg = self.config
@@ -295,6 +299,7 @@ class SemMIM(nn.Module):
                 head=st.itm_head,
                 image_ids=image_ids,
                 generator=generator,
+                hardness=itm_hardness,
             )
             step.add("itm", out)
 

@@ -59,6 +59,42 @@ def test_draws_follow_the_masked_softmax() -> None:
         )  # ~4 sigma at n=1000 (and the draw is seeded)
 
 
+@pytest.mark.parametrize("hardness", [0.0, 0.3])
+def test_hardness_mixes_the_softmax_with_the_uniform_draw(hardness: float) -> None:
+    b, draws = 5, 3000
+    ids = torch.tensor([0, 0, 1, 2, 3])
+    sim_i2t, sim_t2i = _sims(b, seed=3)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(2, b, b)
+    rows = torch.arange(b)
+    for _ in range(draws):
+        t, i = sample_hard_negatives(sim_i2t * 3, sim_t2i * 3, ids, generator=g, hardness=hardness)
+        counts[0, rows, t] += 1
+        counts[1, rows, i] += 1
+    same = ids[:, None] == ids[None, :]
+    uniform = (~same).double() / (~same).sum(1, keepdim=True)
+    for counts_d, sim in zip(counts, (sim_i2t, sim_t2i)):
+        soft = torch.softmax((sim * 3).double().masked_fill(same, float("-inf")), 1)
+        expected = hardness * soft + (1 - hardness) * uniform
+        freq = counts_d.double() / draws
+        assert (freq[same] == 0).all()
+        torch.testing.assert_close(freq, expected, atol=0.04, rtol=0)  # > 4 sigma at n=3000
+
+
+def test_hardness_one_is_the_plain_softmax_draw() -> None:
+    sim_i2t, sim_t2i = _sims(7, seed=4)
+    a = sample_hard_negatives(sim_i2t, sim_t2i, generator=torch.Generator().manual_seed(5))
+    c = sample_hard_negatives(sim_i2t, sim_t2i, generator=torch.Generator().manual_seed(5), hardness=1.0)
+    assert all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, True])
+def test_bad_hardness_raises(bad) -> None:
+    sim_i2t, sim_t2i = _sims(4)
+    with pytest.raises((ValueError, TypeError), match="hardness"):
+        sample_hard_negatives(sim_i2t, sim_t2i, hardness=bad)
+
+
 def test_seeded_determinism_and_one_multinomial_call(monkeypatch) -> None:
     sim_i2t, sim_t2i = _sims(9)
     a = sample_hard_negatives(sim_i2t, sim_t2i, generator=torch.Generator().manual_seed(5))

@@ -68,6 +68,8 @@ def test_overrides_parse_types():
         ("masking.image_ratio=1.0", ValueError, "masking.image_ratio"),
         ("masking.text_ratio=-0.1", ValueError, "masking.text_ratio"),
         ("itc.temperature=0.9", ValueError, "itc.temperature"),
+        ("itm.hardness=1.5", ValueError, "itm.hardness"),
+        ("itm.easy_steps=-1", ValueError, "itm.easy_steps"),
         ("model.patch_size=7", ValueError, "model.image_size"),
         ("model.vision_heads=3", ValueError, "model.vision_heads"),
         ("losses.mrm_top_k=9", ValueError, "losses.mrm_top_k"),
@@ -80,6 +82,12 @@ def test_overrides_parse_types():
 def test_override_errors_name_the_field(override, exc, match):
     with pytest.raises(exc, match=match):
         load_config("tiny", [override])
+
+
+def test_itm_hardness_schedule():
+    itm = load_config("tiny", ["itm.hardness=0.8", "itm.easy_steps=10", "itm.ramp_steps=20"]).itm
+    assert [itm.hardness_at(s) for s in (0, 9, 10, 20, 30, 99)] == pytest.approx([0, 0, 0, 0.4, 0.8, 0.8])
+    assert load_config("base").itm.hardness_at(0) == 1.0  # ALBEF: hard negatives from the first step
 
 
 def test_all_losses_off_is_an_error():

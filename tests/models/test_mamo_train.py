@@ -85,6 +85,8 @@ def test_cli_train_then_eval(tmp_path, capsys):
     r = res["heldout"]["retrieval"]
     assert all(0.0 <= r[k] <= 100.0 for k in ("itc_tr_r1", "itc_ir_r1", "itm_tr_r1", "itm_ir_r10"))
     assert set(res["heldout"]["finegrained"]) >= {"colour", "shape", "mean"}
+    assert set(res["heldout"]["finegrained_itc"]) == set(res["heldout"]["finegrained"])
+    assert "fine-grained ITM acc" in table and "fine-grained ITC acc" in table
     assert {"pointing", "energy", "box_fraction"} <= set(res["heldout"]["grounding"])
     with pytest.raises(SystemExit):
         eval_main(["--checkpoint", str(out), "--set", "train.steps=3"])

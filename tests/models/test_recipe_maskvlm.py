@@ -254,6 +254,9 @@ def test_bad_inputs_raise_naming_the_argument():
         m(images, ids, valid[:, :-1])
     with pytest.raises(ValueError, match="at least 2"):
         m(images[:1], ids[:1], valid[:1])
+    with pytest.raises(ValueError, match="hardness"):
+        m(images, ids, valid, itm_hardness=1.5)
+    assert torch.isfinite(m(images, ids, valid, itm_hardness=0.0, generator=gen(1)).loss)
 
 
 def test_tiny_preset_builds_and_runs():

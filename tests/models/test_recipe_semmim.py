@@ -262,6 +262,8 @@ def test_bad_inputs_raise_naming_the_argument():
         m(images, ids, valid.long())
     with pytest.raises(ValueError, match="alpha"):
         m(images, ids, valid, alpha=1.5)
+    with pytest.raises(ValueError, match="hardness"):
+        m(images, ids, valid, itm_hardness=-0.5)
     with pytest.raises(ValueError, match="text_feat"):
         text_patch_similarity(torch.randn(2, 4, 8), torch.randn(2, 7))
 

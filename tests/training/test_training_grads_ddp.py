@@ -105,3 +105,19 @@ def test_resumable_sampler_shards_and_resumes():
     assert list(ResumableSampler(5, shuffle=False)) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="start"):
         s.set_epoch(0, start=8)
+
+
+def test_resumable_sampler_blocks_rebuild_the_single_process_batches():
+    from maskmm.training import ResumableSampler
+
+    b, world = 4, 3  # per-rank batch, ranks: each step's global batch is 12 samples
+    single = ResumableSampler(50, seed=2, block=b * world).indices().view(-1, b * world)
+    ranks = [ResumableSampler(50, seed=2, rank=r, world_size=world, block=b).indices() for r in range(world)]
+    assert all(len(r) == 16 for r in ranks)  # 50 // 12 = 4 whole global batches of 4 per rank
+    per_step = torch.cat([r.view(-1, b) for r in ranks], dim=1)  # rank order within each step
+    assert torch.equal(per_step, single)
+    s = ResumableSampler(50, seed=2, rank=2, world_size=world, block=b)
+    s.set_epoch(0, start=8)
+    assert torch.equal(s.indices(), ranks[2][8:])
+    with pytest.raises(ValueError, match="block"):
+        ResumableSampler(50, block=0)
