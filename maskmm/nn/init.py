@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["init_transformer_weights"]
+__all__ = ["init_transformer_weights", "init_linear_xavier"]
 
 
 def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -19,5 +19,20 @@ def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:
     elif isinstance(module, nn.LayerNorm):
         if module.weight is not None:
             nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def init_linear_xavier(module: nn.Module) -> None:
+    """Re-initialise ``Linear`` weights Xavier-uniform (std ``sqrt(2 / (fan_in + fan_out))``),
+    biases to 0; other modules are left alone. Meant for ``model.apply``.
+
+    BERT's fixed std 0.02 suits width 768 (about ``1 / sqrt(768)``); in narrow encoders trained
+    from scratch it leaves attention nearly uniform and its gradients tiny: a fusion encoder then
+    needs hundreds of steps before its output depends on how image and text match. A width-scaled
+    init shortens that plateau.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)

@@ -18,6 +18,7 @@ from maskmm.nn import (
     build_text_encoder,
     build_vision_encoder,
 )
+from maskmm.nn.init import init_linear_xavier
 from maskmm.teachers import ConstantDecay, CosineDecay, LinearDecay
 
 from .config import MAMOConfig
@@ -143,6 +144,9 @@ def build_model(
     vision = build_vision_encoder(vcfg)
     text = build_text_encoder(tcfg)
     fusion = build_fusion_encoder(fcfg)
+    if m.init == "xavier":
+        for part in (vision, text, fusion):
+            part.apply(init_linear_xavier)
     mim_in = m.vision_dim if m.fusion == "cross" else m.text_dim
     student = MAMOStudent(
         vision=vision,

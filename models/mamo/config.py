@@ -45,7 +45,13 @@ PRESET_DIR = Path(__file__).resolve().parent
 
 @dataclass
 class ModelConfig:
-    """Encoder sizes. ``vocab_size = 0`` means: take it from the tokenizer."""
+    """Encoder sizes. ``vocab_size = 0`` means: take it from the tokenizer.
+
+    ``init``: ``"bert"`` = truncated normal with std 0.02 everywhere (BERT / ViT); ``"xavier"``
+    re-initialises the ``Linear`` layers of the image, text and fusion encoders Xavier-uniform
+    (:func:`maskmm.nn.init.init_linear_xavier`), which lets narrow encoders trained from scratch
+    leave the initial plateau sooner (ITM especially).
+    """
 
     image_size: int = 64
     patch_size: int = 8
@@ -66,6 +72,7 @@ class ModelConfig:
     drop_path: float = 0.0
     attention_backend: str = "auto"
     grad_checkpointing: bool = False
+    init: Literal["bert", "xavier"] = "bert"
 
 
 @dataclass

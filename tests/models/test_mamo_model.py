@@ -233,3 +233,24 @@ def test_bf16_autocast_runs_with_fp32_losses():
     assert all(torch.isfinite(v) for v in out.losses.values())
     out.loss.backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+@pytest.mark.parametrize("init", ["bert", "xavier"])
+def test_init_option_sets_the_encoder_linear_scale(init):
+    m = _model(f"model.init={init}", "model.vision_dim=64", "model.text_dim=64", "model.vision_heads=2")
+    st = m.student
+    linears = [
+        mod
+        for part in (st.vision, st.text, st.fusion)
+        for mod in part.modules()
+        if isinstance(mod, torch.nn.Linear)
+    ]
+    assert linears
+    for lin in linears:
+        fan_out, fan_in = lin.weight.shape
+        want = 0.02 if init == "bert" else (2.0 / (fan_in + fan_out)) ** 0.5
+        # truncated normal at 2 std has std 0.88 * 0.02; uniform is exact in expectation
+        lo, hi = (0.8 * want, 0.95 * want) if init == "bert" else (0.9 * want, 1.1 * want)
+        assert lo < lin.weight.std().item() < hi, (lin, lin.weight.std().item(), want)
+    # the heads keep the BERT init either way
+    assert st.itm_head.classifier.weight.std().item() < 0.02
