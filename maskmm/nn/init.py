@@ -1,10 +1,11 @@
-"""Parameter initialisation shared by the encoders (truncated normal, std 0.02, as BERT/ViT)."""
+"""Parameter initialisation shared by the encoders: truncated normal with std 0.02 (BERT / ViT), and
+a width-scaled Xavier re-initialisation of Linear layers for narrow encoders trained from scratch."""
 
 from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["init_transformer_weights", "init_linear_xavier"]
+__all__ = ["init_linear_xavier", "init_transformer_weights"]
 
 
 def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:
