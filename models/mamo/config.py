@@ -88,7 +88,14 @@ class MaskingConfig:
 
 @dataclass
 class LossesConfig:
-    """Which losses run, their weights and their options."""
+    """Which losses run, their weights and their options.
+
+    ``itm_start_step`` / ``masked_start_step``: ITM, and the masked view (MLM, MRM, MIM), join
+    the objective at these 0-based steps (0 = from the first step, as MAMO). MAMO starts from
+    pretrained unimodal encoders; a model trained from scratch on a small budget can stand in for
+    that with a phase of ITC alone, whose steps cost a third of a full one (the ITM hard-negative
+    schedule, ``itm.*``, counts from ``itm_start_step``).
+    """
 
     itc: bool = True
     itm: bool = True
@@ -114,6 +121,19 @@ class LossesConfig:
     mim_scale_by_dim: bool = True
     # MLM (explicit target) with optional distillation from the teacher.
     mlm_distill: bool = False
+    # steps at which ITM and the masked view (MLM, MRM, MIM) join the objective
+    itm_start_step: int = 0
+    masked_start_step: int = 0
+
+    def enabled(self) -> tuple[str, ...]:
+        """Names of the enabled losses, in the order ITC, ITM, MLM, MRM, MIM."""
+        return tuple(n for n in ("itc", "itm", "mlm", "mrm", "mim") if getattr(self, n))
+
+    def active_at(self, step: int) -> tuple[str, ...]:
+        """The enabled losses computed at the 0-based ``step``."""
+        start = {"itm": self.itm_start_step, "mlm": self.masked_start_step}
+        start["mrm"] = start["mim"] = self.masked_start_step
+        return tuple(n for n in self.enabled() if step >= start.get(n, 0))
 
 
 @dataclass
@@ -508,6 +528,13 @@ def _validate(c: MAMOConfig) -> None:
         raise ValueError("config section 'losses' turns every loss off; enable at least one")
     for name in ("itc", "itm", "mlm", "mrm", "mim"):
         _positive(f"losses.{name}_weight", getattr(L, f"{name}_weight"), zero_ok=True)
+    _positive("losses.itm_start_step", L.itm_start_step, zero_ok=True)
+    _positive("losses.masked_start_step", L.masked_start_step, zero_ok=True)
+    if not L.active_at(0):
+        raise ValueError(
+            "config section 'losses' computes no loss at step 0 (every enabled loss starts later); "
+            "enable itc or set losses.itm_start_step / losses.masked_start_step to 0"
+        )
     if L.mrm_top_k < 1 or L.mrm_top_k > m.fusion_depth:
         raise ValueError(
             f"config field 'losses.mrm_top_k' must lie in [1, model.fusion_depth={m.fusion_depth}], "

@@ -49,6 +49,7 @@ Dropout and other draws of the global torch RNG stay per rank (the ``tiny`` pres
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Literal, NamedTuple
 
 import torch
@@ -357,6 +358,7 @@ class MAMO(nn.Module):
         *,
         alpha: float = 0.4,
         itm_hardness: float = 1.0,
+        active_losses: Collection[str] | None = None,
         generator: torch.Generator | None = None,
     ) -> MAMOOutput:
         """One pretraining step's losses.
@@ -370,6 +372,9 @@ class MAMO(nn.Module):
             alpha: distillation weight of ITC soft targets (and MLM distillation), in ``[0, 1]``.
             itm_hardness: in ``[0, 1]``, how much the ITM negatives follow the ITC similarities
                 rather than a uniform draw (see :func:`maskmm.losses.sample_hard_negatives`).
+            active_losses: the enabled losses to compute at this step (default: all of
+                ``settings.losses``); e.g. a warm-up phase with ITC alone. The parts only the
+                skipped losses use get no gradient at this step.
             generator: RNG of the masking and the hard-negative draws. Under data parallelism it
                 must be in the same state on every rank: the draws are made for the global batch
                 (see the module docstring), and ``input_ids`` / ``text_valid`` are padded to the
@@ -387,9 +392,18 @@ class MAMO(nn.Module):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be a float in [0, 1], got {alpha!r}")
         check_ratio("itm_hardness", itm_hardness, allow_one=True)
+        active = s.losses if active_losses is None else tuple(active_losses)
+        if not active or not set(active) <= set(s.losses):
+            raise ValueError(
+                f"active_losses must be a non-empty subset of the enabled losses {s.losses}, got {active}"
+            )
+
+        def on(name: str) -> bool:
+            return name in active
+
         check_generator("generator", generator, images.device)
         rank, world = world_info()
-        if s.on("itm") and b * world < 2:
+        if on("itm") and b * world < 2:
             raise ValueError(
                 f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}"
                 + (f" on each of {world} ranks" if world > 1 else "")
@@ -398,9 +412,9 @@ class MAMO(nn.Module):
         st = self.student
         losses: dict[str, Tensor] = {}
         stats: dict[str, Tensor] = {}
-        masked_view = s.on("mlm") or s.on("mrm") or s.on("mim")
+        masked_view = on("mlm") or on("mrm") or on("mim")
         ids_all = valid_all = None  # global-batch token ids and validity (world > 1)
-        if world > 1 and (s.on("itm") or masked_view):
+        if world > 1 and (on("itm") or masked_view):
             pad_id = int(getattr(getattr(st.text, "config", None), "pad_token_id", 0))
             input_ids, text_valid = pad_to_common_length([input_ids, text_valid], [pad_id, False])
             ids_all, valid_all = all_gather_no_grad(input_ids), all_gather_no_grad(text_valid)
@@ -411,7 +425,7 @@ class MAMO(nn.Module):
             t_img = self._teacher("vision")(images).last_hidden  # [B, 1+N, D]
             t_txt = self._teacher("text")(input_ids, text_valid).last_hidden
             t_layers: tuple = ()
-            if s.on("mrm"):
+            if on("mrm"):
                 fusion_t = self._teacher("fusion")
                 k = s.mrm_top_k
                 depth = len(fusion_t.layers)
@@ -420,11 +434,11 @@ class MAMO(nn.Module):
                 ).hidden_states
 
         # ---------------- clean student pass: ITC + ITM
-        if s.on("itc") or s.on("itm"):
+        if on("itc") or on("itm"):
             img = st.vision(images).last_hidden
             txt = st.text(input_ids, text_valid).last_hidden
             img_feat = txt_feat = None
-            if s.on("itc"):
+            if on("itc"):
                 img_feat = st.vision_proj(self.pool_image(img))
                 txt_feat = st.text_proj(self.pool_text(txt, text_valid))
                 if s.itc_momentum_keys:
@@ -443,7 +457,7 @@ class MAMO(nn.Module):
                     out = self.itc(img_feat, txt_feat, image_ids=image_ids)
                 losses["itc"] = out.loss
                 stats.update({f"itc/{k}": v for k, v in out.stats.items()})
-            if s.on("itm"):
+            if on("itm"):
                 temp = self.itc.temp if self.itc is not None else 0.07
                 if world == 1:
                     sim_i2t = itc_similarity(img_feat, txt_feat, temp) if img_feat is not None else None
@@ -506,7 +520,7 @@ class MAMO(nn.Module):
             stats["mask/image_masked"] = pm.mask.float().sum(1).mean()
             stats["mask/text_masked"] = tm.mask.float().sum(1).mean()
 
-            if s.on("mlm"):
+            if on("mlm"):
                 soft = None
                 if s.mlm_distill and alpha > 0:
                     soft = self._mlm_soft_targets(t_img, tm, text_valid)
@@ -521,7 +535,7 @@ class MAMO(nn.Module):
                 losses["mlm"] = global_mean(out.loss, tm.mask, tm_all.mask)
                 stats.update({f"mlm/{k}": v for k, v in out.stats.items()})
 
-            if s.on("mrm"):
+            if on("mrm"):
                 target_layers = [
                     h.text if self.cross_fusion else torch.cat([h.image[:, 1:], h.text], dim=1)
                     for h in t_layers
@@ -548,7 +562,7 @@ class MAMO(nn.Module):
                 losses["mrm"] = global_mean(out.loss, mask, mask_all)
                 stats.update({f"mrm/{k}": v for k, v in out.stats.items()})
 
-            if s.on("mim"):
+            if on("mim"):
                 src = v_full[:, 1:] if self.cross_fusion else fused.image[:, 1:]
                 pred = st.mim_decoder(src)
                 target = t_img[:, 1:].float()

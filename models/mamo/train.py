@@ -137,6 +137,8 @@ class Trainer:
                 self.net,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,  # teacher weights and queue are buffers, identical on all ranks
+                # a loss that joins later leaves its parts without gradient until then
+                find_unused_parameters=cfg.losses.itm_start_step > 0 or cfg.losses.masked_start_step > 0,
             )
         # data: local batch = global batch / world
         if cfg.train.batch_size % self.world:
@@ -202,7 +204,8 @@ class Trainer:
         """One optimiser step (with accumulation); returns detached stats (no host sync)."""
         cfg = self.cfg
         alpha = linear_ramp(self.step, cfg.itc.alpha_warmup_steps, cfg.itc.alpha)
-        hardness = cfg.itm.hardness_at(self.step)
+        hardness = cfg.itm.hardness_at(self.step - cfg.losses.itm_start_step)
+        active = cfg.losses.active_at(self.step)
         micro = split_microbatches(batch, cfg.train.grad_accum)
         stats: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
@@ -216,6 +219,7 @@ class Trainer:
                         mb["image_ids"],
                         alpha=alpha,
                         itm_hardness=hardness,
+                        active_losses=active,
                         generator=self.generator,
                     )
                 (out.loss / len(micro)).backward()

@@ -90,6 +90,18 @@ def test_itm_hardness_schedule():
     assert load_config("base").itm.hardness_at(0) == 1.0  # ALBEF: hard negatives from the first step
 
 
+def test_losses_join_at_their_start_steps():
+    L = load_config(
+        "tiny", ["losses.itm_start_step=5", "losses.masked_start_step=8", "losses.mrm=false"]
+    ).losses
+    assert L.active_at(0) == ("itc",) and L.active_at(4) == ("itc",)
+    assert L.active_at(5) == ("itc", "itm") and L.active_at(8) == ("itc", "itm", "mlm", "mim")
+    with pytest.raises(ValueError, match="no loss at step 0"):
+        load_config("tiny", ["losses.itc=false", "losses.itm_start_step=3", "losses.masked_start_step=3"])
+    with pytest.raises(ValueError, match="losses.masked_start_step"):
+        load_config("tiny", ["losses.masked_start_step=-1"])
+
+
 def test_all_losses_off_is_an_error():
     offs = [f"losses.{n}=false" for n in ("itc", "itm", "mlm", "mrm", "mim")]
     with pytest.raises(ValueError, match="every loss off"):

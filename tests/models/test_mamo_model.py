@@ -169,6 +169,22 @@ def test_nothing_masked_is_defined():
     out.loss.backward()
 
 
+def test_active_losses_compute_a_subset():
+    m = _model()
+    images, ids, valid, image_ids = _batch()
+    out = m(images, ids, valid, image_ids, active_losses=("itc",), generator=torch.Generator().manual_seed(0))
+    assert set(out.losses) == {"itc"} and not any(k.startswith(("mlm/", "mask/", "itm/")) for k in out.stats)
+    out.loss.backward()
+    assert m.student.fusion.layers[0].attn.qkv.weight.grad is None  # no loss used the fusion
+    assert m.student.vision.blocks[0].attn.qkv.weight.grad is not None
+    both = m(images, ids, valid, image_ids, active_losses=["itc", "mlm"], generator=torch.Generator())
+    assert set(both.losses) == {"itc", "mlm"}
+    with pytest.raises(ValueError, match="active_losses"):
+        m(images, ids, valid, image_ids, active_losses=("itc", "bogus"))
+    with pytest.raises(ValueError, match="active_losses"):
+        m(images, ids, valid, image_ids, active_losses=())
+
+
 def test_bad_inputs_raise_naming_the_argument():
     m = _model()
     images, ids, valid, iid = _batch()

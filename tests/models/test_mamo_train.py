@@ -116,3 +116,13 @@ def test_inference_api(tmp_path):
     assert sorted(order.tolist()) == [0, 1, 2] and (scores[:-1] >= scores[1:]).all()
     with pytest.raises(ValueError, match="does not exist"):
         MAMOInference.load(tmp_path / "missing.pt")
+
+
+def test_losses_join_at_their_start_steps_in_the_loop(tmp_path):
+    sets = [*TINY, f"train.out_dir={tmp_path}", "losses.itm_start_step=2", "losses.masked_start_step=3"]
+    res = Trainer(load_config("tiny", sets), device="cpu", log=False).fit()
+    seen = {r["step"]: {k[5:] for k in r if k.startswith("loss_")} for r in res.history}
+    assert seen[1] == seen[2] == {"itc"}  # steps are logged 1-based: step 2 ran at 0-based step 1
+    assert seen[3] == {"itc", "itm"}
+    assert seen[4] == {"itc", "itm", "mlm", "mrm", "mim"}
+    assert all(r["itm/hardness"] == 0.0 for r in res.history if "itm/hardness" in r)  # easy phase
