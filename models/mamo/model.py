@@ -48,8 +48,8 @@ Dropout and other draws of the global torch RNG stay per rank (the ``tiny`` pres
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
