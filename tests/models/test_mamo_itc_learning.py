@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import torch
+from mamo_helpers import SMALL_MODEL
 from maskmm.models.mamo.config import load_config
 from maskmm.models.mamo.train import Trainer
 
 SMALL = [
-    "model.image_size=32",
-    "data.image_size=32",
-    "model.patch_size=8",
-    "model.vision_dim=32",
-    "model.text_dim=32",
-    "model.vision_depth=1",
-    "model.text_depth=1",
-    "model.fusion_depth=2",
-    "model.vision_heads=2",
-    "model.text_heads=2",
-    "model.fusion_heads=2",
-    "model.embed_dim=16",
+    *SMALL_MODEL,
     "losses.itm=false",
     "losses.mlm=false",
     "losses.mrm=false",

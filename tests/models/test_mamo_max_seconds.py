@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mamo_helpers import SMALL_MODEL
 from maskmm.models.mamo.builder import build_model
 from maskmm.models.mamo.config import load_config
 from maskmm.models.mamo.data import build_tokenizer
@@ -17,19 +18,8 @@ from maskmm.models.mamo.eval import evaluate, evaluate_finegrained
 from maskmm.models.mamo.train import Trainer
 
 SMALL = [
-    "model.image_size=32",
-    "data.image_size=32",
-    "model.patch_size=8",
-    "model.vision_dim=32",
-    "model.text_dim=32",
-    "model.vision_depth=1",
-    "model.text_depth=1",
-    "model.fusion_depth=2",
-    "model.vision_heads=2",
-    "model.text_heads=2",
-    "model.fusion_heads=2",
+    *SMALL_MODEL,
     "model.mlp_ratio=2.0",
-    "model.embed_dim=16",
     "losses.mim_decoder_depth=0",
     "train.batch_size=4",
     "data.train_size=64",

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from mamo_helpers import SMALL_MODEL
 from maskmm.models.mamo.cli import eval_main, train_main
 from maskmm.models.mamo.config import load_config
 from maskmm.models.mamo.inference import MAMOInference
@@ -12,19 +13,8 @@ from maskmm.models.mamo.train import Trainer
 from maskmm.training import read_metrics
 
 TINY = [
-    "model.image_size=32",
-    "data.image_size=32",
-    "model.patch_size=8",
-    "model.vision_dim=32",
-    "model.text_dim=32",
-    "model.vision_depth=1",
-    "model.text_depth=1",
-    "model.fusion_depth=2",
-    "model.vision_heads=2",
-    "model.text_heads=2",
-    "model.fusion_heads=2",
+    *SMALL_MODEL,
     "model.mlp_ratio=2.0",
-    "model.embed_dim=16",
     "itc.queue_size=8",
     "losses.mim_decoder_depth=0",
     "train.batch_size=4",
