@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from maskmm.models.mamo.cli import add_override_option
 from maskmm.models.mamo.config import config_to_dict, load_config
 from maskmm.models.mamo.train import Trainer
 
@@ -52,14 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20, help="first steps left out of the throughput")
     p.add_argument("--batch-size", type=int, default=64, help="train.batch_size (ALBEF: 64 per GPU)")
     p.add_argument("--log-every", type=int, default=10, help="record the losses every N steps")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="config override (repeatable)",
-    )
+    add_override_option(p)
     p.add_argument("--out", default="benchmarks/results", help="folder of the results")
     p.add_argument("--allow-cpu", action="store_true", help="run without a GPU (smoke test only)")
     args = p.parse_args(argv)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from maskmm.models.mamo.cli import add_override_option
 from maskmm.models.mamo.config import MAMOConfig, config_to_dict, load_config
 
 import maskmm
@@ -64,29 +65,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=360.0, help="training wall-clock of each arm (s)")
     p.add_argument("--out", default="benchmarks/results", help="folder of the JSON and Markdown results")
     p.add_argument("--config", default="tiny", help="preset name or YAML path shared by both arms")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="config override applied to both arms (repeatable)",
+    add_override_option(p, help="config override applied to both arms (repeatable)")
+    add_override_option(
+        p, "--mamo-set", "mamo_overrides", "config override applied to the MAMO arm only (repeatable)"
     )
-    p.add_argument(
-        "--mamo-set",
-        dest="mamo_overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="config override applied to the MAMO arm only (repeatable)",
-    )
-    p.add_argument(
+    add_override_option(
+        p,
         "--contrastive-set",
-        dest="contrastive_overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="config override applied to the contrastive arm only, after the loss switches (repeatable)",
+        "contrastive_overrides",
+        "config override applied to the contrastive arm only, after the loss switches (repeatable)",
     )
     p.add_argument(
         "--steps",

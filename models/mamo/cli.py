@@ -9,18 +9,27 @@ from pathlib import Path
 
 from .config import load_config
 
-__all__ = ["eval_main", "train_main"]
+__all__ = ["add_override_option", "eval_main", "train_main"]
+
+
+def add_override_option(
+    p: argparse.ArgumentParser, flag: str = "--set", dest: str = "overrides", help: str = ""
+) -> None:
+    """Add a repeatable ``flag SECTION.FIELD=VALUE`` option collecting config overrides in ``dest``."""
+    p.add_argument(
+        flag,
+        dest=dest,
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help=help or "override a config field (repeatable)",
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="tiny", help="preset name (tiny, base) or path to a YAML file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override any config field, e.g. --set train.steps=200 --set losses.mrm=false (repeatable)",
+    add_override_option(
+        p, help="override any config field, e.g. --set train.steps=200 --set losses.mrm=false (repeatable)"
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: train.device)")
 

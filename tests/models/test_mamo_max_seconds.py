@@ -3,14 +3,12 @@ MAMO vs contrastive-only benchmark script on a very small model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
-from mamo_helpers import SMALL_MODEL
+from mamo_helpers import SMALL_MODEL, benchmark_script
 from maskmm.models.mamo.builder import build_model
 from maskmm.models.mamo.config import load_config
 from maskmm.models.mamo.data import build_tokenizer
@@ -35,7 +33,6 @@ SMALL = [
     "eval.splits=[heldout]",
 ]
 CONTRASTIVE = ["losses.itm=false", "losses.mlm=false", "losses.mrm=false", "losses.mim=false"]
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "mamo_vs_contrastive.py"
 
 
 def _trainer(tmp_path: Path, *extra: str, log: bool = False) -> Trainer:
@@ -125,14 +122,8 @@ def test_finegrained_rejects_unknown_or_unavailable_scorer():
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("mamo_vs_contrastive_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("mamo_vs_contrastive") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_benchmark_script_smoke(bench, tmp_path, capsys):

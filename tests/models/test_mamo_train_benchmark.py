@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-from mamo_helpers import SMALL_MODEL
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mamo_train_gpu.py"
+from mamo_helpers import SMALL_MODEL, benchmark_script
 
 
 @pytest.fixture
 def bench():
-    spec = importlib.util.spec_from_file_location("mamo_train_gpu_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("mamo_train_gpu") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_records_throughput_and_losses(bench, tmp_path, capsys):
