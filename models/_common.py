@@ -5,7 +5,8 @@
   validate config fields with messages naming ``<ConfigClass>.<field>``.
 - :func:`check_pair_batch`: the argument checks of a pretraining step on image-caption pairs.
 - :func:`itc_similarity` and :func:`fused_text_cls`: the similarities and the pair encoder of
-  :func:`maskmm.losses.hard_negative_matching` (ALBEF's ITM).
+  :func:`maskmm.losses.hard_negative_matching` (ALBEF's ITM); :func:`itm_step` puts them together.
+- :func:`check_required_parts`: each enabled loss has the parts it needs.
 - :class:`StepLosses`: the named losses and statistics of one step and their weighted total.
 - :func:`preset_encoders` and :func:`token_masker`: builder steps shared by the recipes.
 """
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from maskmm._checks import check_floating, check_generator, check_int, check_ratio, check_tensor
-from maskmm.losses import LossOutput, PairEncoder
+from maskmm.losses import LossOutput, PairEncoder, hard_negative_matching
 from maskmm.masking import TokenMasker
 from maskmm.nn import PresetConfigs, preset
 
@@ -32,10 +33,12 @@ __all__ = [
     "check_int_field",
     "check_pair_batch",
     "check_ratio_field",
+    "check_required_parts",
     "check_switch_fields",
     "check_text_masking_fields",
     "fused_text_cls",
     "itc_similarity",
+    "itm_step",
     "preset_encoders",
     "token_masker",
 ]
@@ -184,6 +187,56 @@ def fused_text_cls(fusion: nn.Module) -> PairEncoder:
         return fusion(image, image_valid, text, text_valid).text[:, 0]
 
     return fuse
+
+
+def itm_step(
+    image_states: Tensor,
+    text_states: Tensor,
+    text_valid: Tensor,
+    image_feat: Tensor | None,
+    text_feat: Tensor | None,
+    temperature: Tensor | float,
+    *,
+    fusion: nn.Module,
+    head: nn.Module,
+    image_ids: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    hardness: float = 1.0,
+    rows: tuple[int, int] | None = None,
+) -> LossOutput:
+    """ALBEF's ITM: :func:`maskmm.losses.hard_negative_matching` on the fused text CLS of ``fusion``,
+    negatives drawn from the ITC similarities of ``image_feat [B, E]`` / ``text_feat [B, E]``
+    (uniformly when either is ``None``), mixed with uniform draws by ``hardness``; ``rows`` scores a
+    slice of the ``B`` rows (data parallelism, see ``hard_negative_matching``)."""
+    sim = (
+        None
+        if image_feat is None or text_feat is None
+        else itc_similarity(image_feat, text_feat, temperature)
+    )
+    return hard_negative_matching(
+        image_states,
+        None,
+        text_states,
+        text_valid,
+        sim,
+        fuse=fused_text_cls(fusion),
+        head=head,
+        image_ids=image_ids,
+        generator=generator,
+        hardness=hardness,
+        rows=rows,
+    )
+
+
+def check_required_parts(
+    owner: object, required: dict[str, Sequence[str]], enabled: Callable[[str], bool], prefix: str = ""
+) -> None:
+    """Raise ``ValueError`` when an enabled loss (``enabled(name)``) lacks one of its parts:
+    ``required`` maps a loss name to the attribute names of ``owner`` it needs (``None`` = missing)."""
+    for loss, parts in required.items():
+        for part in parts:
+            if enabled(loss) and getattr(owner, part) is None:
+                raise ValueError(f"loss {loss!r} is enabled but {prefix}{part} is None")
 
 
 @dataclasses.dataclass

@@ -66,8 +66,6 @@ from maskmm.distributed import (
 )
 from maskmm.losses import (
     ImageTextContrastive,
-    LossOutput,
-    hard_negative_matching,
     latent_regression_loss,
     masked_token_loss,
 )
@@ -75,7 +73,7 @@ from maskmm.masking import PatchMasking, TokenMasking, mask_tokens, random_patch
 from maskmm.targets import top_k_layer_targets
 from maskmm.teachers import EMATeacher
 
-from .._common import fused_text_cls, itc_similarity
+from .._common import check_required_parts, itm_step
 
 __all__ = ["LOSS_NAMES", "MAMO", "MAMOOutput", "MAMOSettings", "MAMOStudent"]
 
@@ -247,10 +245,7 @@ class MAMO(nn.Module):
             raise TypeError(f"student must be a MAMOStudent, got {type(student).__name__}")
         if not isinstance(settings, MAMOSettings):
             raise TypeError(f"settings must be a MAMOSettings, got {type(settings).__name__}")
-        for loss, parts in _REQUIRED.items():
-            for part in parts:
-                if settings.on(loss) and getattr(student, part) is None:
-                    raise ValueError(f"loss {loss!r} is enabled but student.{part} is None")
+        check_required_parts(student, _REQUIRED, settings.on, "student.")
         if settings.on("itc") and itc is None:
             raise ValueError("loss 'itc' is enabled but no ImageTextContrastive module was given")
         self.cross_fusion = not _has_image_states(student.fusion)
@@ -413,11 +408,13 @@ class MAMO(nn.Module):
         losses: dict[str, Tensor] = {}
         stats: dict[str, Tensor] = {}
         masked_view = on("mlm") or on("mrm") or on("mim")
-        ids_all = valid_all = None  # global-batch token ids and validity (world > 1)
-        if world > 1 and (on("itm") or masked_view):
+        # Draws are made for the global batch (this rank's rows: ``rows``); in one process the
+        # padding and the gathers are identities and the global batch is the batch.
+        valid_all = None
+        if on("itm") or masked_view:
             pad_id = int(getattr(getattr(st.text, "config", None), "pad_token_id", 0))
             input_ids, text_valid = pad_to_common_length([input_ids, text_valid], [pad_id, False])
-            ids_all, valid_all = all_gather_no_grad(input_ids), all_gather_no_grad(text_valid)
+            valid_all = all_gather_no_grad(text_valid)
         rows = (rank * b, (rank + 1) * b)
 
         # ---------------- teacher on the clean pair (no grad)
@@ -459,55 +456,39 @@ class MAMO(nn.Module):
                 stats.update({f"itc/{k}": v for k, v in out.stats.items()})
             if on("itm"):
                 temp = self.itc.temp if self.itc is not None else 0.07
-                if world == 1:
-                    sim_i2t = itc_similarity(img_feat, txt_feat, temp) if img_feat is not None else None
-                    out = hard_negative_matching(
-                        img,
-                        None,
-                        txt,
-                        text_valid,
-                        sim_i2t,
-                        fuse=fused_text_cls(st.fusion),
-                        head=st.itm_head,
-                        image_ids=image_ids,
-                        generator=generator,
-                        hardness=itm_hardness,
-                    )
-                    losses["itm"] = out.loss
-                else:
-                    out = self._global_itm(
-                        img,
-                        txt,
-                        valid_all,
-                        img_feat,
-                        txt_feat,
-                        image_ids,
-                        temp,
-                        rows,
-                        generator,
-                        itm_hardness,
-                    )
-                    n_local, n_total = out.stats.pop("num_scored"), out.stats.pop("num_scored_total")
-                    losses["itm"] = rescale_to_global_mean(out.loss, n_local, n_total)
+                feats = (None, None)  # without ITC: uniform negatives
+                if img_feat is not None:
+                    feats = (all_gather_no_grad(img_feat), all_gather_no_grad(txt_feat))
+                out = itm_step(
+                    all_gather_with_grad(img),
+                    all_gather_with_grad(txt),
+                    valid_all,
+                    *feats,
+                    temp,
+                    fusion=st.fusion,
+                    head=st.itm_head,
+                    image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
+                    generator=generator,
+                    hardness=itm_hardness,
+                    rows=rows,
+                )
+                n_local, n_total = out.stats.pop("num_scored"), out.stats.pop("num_scored_total")
+                losses["itm"] = rescale_to_global_mean(out.loss, n_local, n_total)
                 stats.update({f"itm/{k}": v for k, v in out.stats.items()})
                 stats["itm/hardness"] = torch.tensor(float(itm_hardness))
 
         # ---------------- jointly masked view: MLM, MRM, MIM
         if masked_view:
             n_patches = t_img.shape[1] - 1
-            if world == 1:
-                pm, tm = self.mask_batch(input_ids, text_valid, n_patches, generator=generator)
-                pm_all, tm_all = pm, tm
-            else:  # draw for the global batch (same on every rank), keep this rank's rows
-                pm_all, tm_all = self.mask_batch(ids_all, valid_all, n_patches, generator=generator)
-                pm = type(pm_all)(*(t[rows[0] : rows[1]] for t in pm_all))
-                tm = type(tm_all)(*(t[rows[0] : rows[1]] for t in tm_all))
+            # drawn for the global batch (the same on every rank); this rank keeps its rows
+            ids_all = all_gather_no_grad(input_ids)
+            pm_all, tm_all = self.mask_batch(ids_all, valid_all, n_patches, generator=generator)
+            pm = type(pm_all)(*(t[rows[0] : rows[1]] for t in pm_all))
+            tm = type(tm_all)(*(t[rows[0] : rows[1]] for t in tm_all))
 
             def global_mean(loss: Tensor, local_mask: Tensor, global_mask: Tensor) -> Tensor:
                 """``loss`` (a mean over ``local_mask``) as this rank's share of the mean over
-                ``global_mask`` (the same masking for the global batch); unchanged when world = 1."""
-                if world == 1:
-                    return loss
+                ``global_mask`` (the same masking for the global batch); ``loss`` in one process."""
                 return rescale_to_global_mean(loss, local_mask.sum(), global_mask.sum())
 
             if s.mask_mode == "drop":
@@ -547,7 +528,7 @@ class MAMO(nn.Module):
                     states = torch.cat([fused.image[:, 1:], fused.text], dim=1)
                     mask = torch.cat([pm.mask, tm.mask], dim=1)
                     valid = torch.cat([torch.ones_like(pm.mask), text_valid], dim=1)
-                    mask_all = mask if world == 1 else torch.cat([pm_all.mask, tm_all.mask], dim=1)
+                    mask_all = torch.cat([pm_all.mask, tm_all.mask], dim=1)
                 target = top_k_layer_targets(
                     target_layers,
                     len(target_layers),
@@ -580,44 +561,6 @@ class MAMO(nn.Module):
         return MAMOOutput(total, losses, stats)
 
     # ------------------------------------------------------------------ pieces
-
-    def _global_itm(
-        self,
-        img: Tensor,
-        txt: Tensor,
-        valid_all: Tensor,
-        img_feat: Tensor | None,
-        txt_feat: Tensor | None,
-        image_ids: Tensor | None,
-        temp: Tensor | float,
-        rows: tuple[int, int],
-        generator: torch.Generator | None,
-        hardness: float,
-    ) -> LossOutput:
-        """ITM over the global batch (``world > 1``): this rank's ``3b`` pairs, negatives from anywhere.
-
-        ``img [b, 1+N, D]`` / ``txt [b, L, D]`` (``L`` common to all ranks) are gathered with gradient
-        to ``[world * b, ...]``; ``valid_all`` is the gathered ``bool [world * b, L]`` text validity;
-        the sampling similarities come from the gathered ITC features (``None`` without ITC: uniform
-        negatives). Returns :func:`~maskmm.losses.hard_negative_matching`'s output for ``rows``
-        (a local mean, with the ``num_scored`` / ``num_scored_total`` counts).
-        """
-        sim_i2t = None
-        if img_feat is not None and txt_feat is not None:
-            sim_i2t = itc_similarity(all_gather_no_grad(img_feat), all_gather_no_grad(txt_feat), temp)
-        return hard_negative_matching(
-            all_gather_with_grad(img),
-            None,
-            all_gather_with_grad(txt),
-            valid_all,
-            sim_i2t,
-            fuse=fused_text_cls(self.student.fusion),
-            head=self.student.itm_head,
-            image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
-            generator=generator,
-            hardness=hardness,
-            rows=rows,
-        )
 
     @torch.no_grad()
     def _mlm_soft_targets(self, t_img: Tensor, tm: TokenMasking, text_valid: Tensor) -> Tensor:

@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from maskmm.losses import (
     ImageTextContrastive,
-    hard_negative_matching,
     masked_token_loss,
     pixel_reconstruction_loss,
 )
@@ -36,7 +35,7 @@ from maskmm.masking import JointMasker
 from maskmm.nn import CrossAttentionFusion, MergedFusion
 from maskmm.targets import pixel_targets, unpatchify
 
-from .._common import StepLosses, check_pair_batch, fused_text_cls, itc_similarity
+from .._common import StepLosses, check_pair_batch, check_required_parts, itm_step
 from .config import LOSS_NAMES, MaskVLMConfig
 
 __all__ = ["MaskVLM", "MaskVLMOutput"]
@@ -128,10 +127,7 @@ class MaskVLM(nn.Module):
         self.itm_head = itm_head
         self.mlm_head = mlm_head
         self.pixel_decoder = pixel_decoder
-        for loss, parts in _REQUIRED.items():
-            for part in parts:
-                if self.on(loss) and getattr(self, part) is None:
-                    raise ValueError(f"loss {loss!r} is enabled but the part {part!r} is None")
+        check_required_parts(self, _REQUIRED, self.on)
         if pixel_decoder is not None:
             want = patch * patch * vision.config.in_chans
             if getattr(pixel_decoder, "out_dim", want) != want:
@@ -190,20 +186,21 @@ class MaskVLM(nn.Module):
         img = self.vision(images).last_hidden if need_img else None  # clean image [B, 1+N, Dv]
         txt = self.text(input_ids, text_valid).last_hidden if need_txt else None  # clean text [B, L, Dt]
 
-        sim_i2t = None  # without ITC the hard negatives are drawn uniformly
+        img_feat = txt_feat = None  # without ITC the hard negatives are drawn uniformly
         if self.on("itc"):
             img_feat = self.vision_proj(img[:, 0])
             txt_feat = self.text_proj(txt[:, 0])
             step.add("itc", self.itc_loss(img_feat, txt_feat, image_ids=image_ids))
-            sim_i2t = itc_similarity(img_feat, txt_feat, self.itc_loss.temp)
         if self.on("itm"):
-            out = hard_negative_matching(
+            temp = self.itc_loss.temp if self.itc_loss is not None else 0.07
+            out = itm_step(
                 img,
-                None,
                 txt,
                 text_valid,
-                sim_i2t,
-                fuse=fused_text_cls(self.fusion),
+                img_feat,
+                txt_feat,
+                temp,
+                fusion=self.fusion,
                 head=self.itm_head,
                 image_ids=image_ids,
                 generator=generator,

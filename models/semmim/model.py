@@ -29,13 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from maskmm._checks import check_ratio
-from maskmm.losses import ImageTextContrastive, hard_negative_matching, masked_token_loss, prototype_loss
+from maskmm.losses import ImageTextContrastive, masked_token_loss, prototype_loss
 from maskmm.masking import TextGuidedPatchMasker, TokenMasker
 from maskmm.nn import CrossAttentionFusion
 from maskmm.targets import PrototypeTargets
 from maskmm.teachers import EMATeacher
 
-from .._common import StepLosses, check_pair_batch, fused_text_cls, itc_similarity
+from .._common import StepLosses, check_pair_batch, check_required_parts, itm_step
 from .config import LOSS_NAMES, SemMIMConfig
 from .scores import text_patch_similarity
 
@@ -145,10 +145,7 @@ class SemMIM(nn.Module):
             raise TypeError(f"config must be a SemMIMConfig, got {type(config).__name__}")
         self.config = config.validate()
         on = set(config.losses)
-        for loss, parts in _REQUIRED.items():
-            for part in parts:
-                if loss in on and getattr(student, part) is None:
-                    raise ValueError(f"loss {loss!r} is enabled but student.{part} is None")
+        check_required_parts(student, _REQUIRED, on.__contains__, "student.")
         coded = bool(on & {"mim", "global_codes"})
         extra = {
             "itc_loss": (itc_loss, "itc" in on),
@@ -271,7 +268,7 @@ class SemMIM(nn.Module):
         need_img = self.on("itc") or self.on("itm") or self.on("mlm")
         img = st.vision(images).last_hidden if need_img else None
         txt = st.text(input_ids, text_valid).last_hidden if (need_img or coded) else None
-        sim_i2t = None  # without ITC the hard negatives are drawn uniformly
+        img_feat = txt_feat = None  # without ITC the hard negatives are drawn uniformly
         if self.on("itc"):
             img_feat = st.vision_proj(img[:, 0])
             txt_feat = st.text_proj(txt[:, 0])
@@ -287,15 +284,16 @@ class SemMIM(nn.Module):
                 alpha=alpha,
             )
             step.add("itc", out)
-            sim_i2t = itc_similarity(img_feat, txt_feat, self.itc_loss.temp)
         if self.on("itm"):
-            out = hard_negative_matching(
+            temp = self.itc_loss.temp if self.itc_loss is not None else 0.07
+            out = itm_step(
                 img,
-                None,
                 txt,
                 text_valid,
-                sim_i2t,
-                fuse=fused_text_cls(st.fusion),
+                img_feat,
+                txt_feat,
+                temp,
+                fusion=st.fusion,
                 head=st.itm_head,
                 image_ids=image_ids,
                 generator=generator,
