@@ -148,6 +148,7 @@ def check_pair_batch(
     generator: torch.Generator | None,
     *,
     itm: bool,
+    world: int = 1,
 ) -> int:
     """Validate one batch of image-caption pairs and return its size ``B``.
 
@@ -155,7 +156,8 @@ def check_pair_batch(
         images: float ``[B, C, H, W]``; input_ids: long ``[B, L]``; text_valid: bool ``[B, L]``;
         image_ids: long ``[B]`` or ``None``; all on the images' device.
         generator: ``None`` or a generator of that device.
-        itm: ITM runs, so ``B >= 2`` (a negative must exist).
+        itm: ITM runs, so the global batch of ``world * B`` pairs needs ``>= 2`` (a negative must
+            exist; ``world`` = number of data-parallel ranks that draw negatives from it).
     """
     check_floating("images", images, ndim=4)
     b = images.shape[0]
@@ -166,8 +168,11 @@ def check_pair_batch(
     if image_ids is not None:
         check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long, device=images.device)
     check_generator("generator", generator, images.device)
-    if itm and b < 2:
-        raise ValueError(f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}")
+    if itm and b * world < 2:
+        on_ranks = f" on each of {world} ranks" if world > 1 else ""
+        raise ValueError(
+            f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}{on_ranks}"
+        )
     return b
 
 
@@ -193,9 +198,7 @@ def itm_step(
     image_states: Tensor,
     text_states: Tensor,
     text_valid: Tensor,
-    image_feat: Tensor | None,
-    text_feat: Tensor | None,
-    temperature: Tensor | float,
+    sim_i2t: Tensor | None,
     *,
     fusion: nn.Module,
     head: nn.Module,
@@ -205,20 +208,15 @@ def itm_step(
     rows: tuple[int, int] | None = None,
 ) -> LossOutput:
     """ALBEF's ITM: :func:`maskmm.losses.hard_negative_matching` on the fused text CLS of ``fusion``,
-    negatives drawn from the ITC similarities of ``image_feat [B, E]`` / ``text_feat [B, E]``
-    (uniformly when either is ``None``), mixed with uniform draws by ``hardness``; ``rows`` scores a
-    slice of the ``B`` rows (data parallelism, see ``hard_negative_matching``)."""
-    sim = (
-        None
-        if image_feat is None or text_feat is None
-        else itc_similarity(image_feat, text_feat, temperature)
-    )
+    negatives drawn from ``sim_i2t [B, B]`` (e.g. :func:`itc_similarity`; ``None``: uniformly), mixed
+    with uniform draws by ``hardness``; ``rows`` scores a slice of the ``B`` rows (data parallelism,
+    see ``hard_negative_matching``)."""
     return hard_negative_matching(
         image_states,
         None,
         text_states,
         text_valid,
-        sim,
+        sim_i2t,
         fuse=fused_text_cls(fusion),
         head=head,
         image_ids=image_ids,

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskmm._checks import check_floating, check_generator, check_ratio, check_tensor
+from maskmm._checks import check_ratio
 from maskmm.distributed import (
     all_gather_no_grad,
     all_gather_with_grad,
@@ -73,7 +73,7 @@ from maskmm.masking import PatchMasking, TokenMasking, mask_tokens, random_patch
 from maskmm.targets import top_k_layer_targets
 from maskmm.teachers import EMATeacher
 
-from .._common import check_required_parts, itm_step
+from .._common import StepLosses, check_pair_batch, check_required_parts, itc_similarity, itm_step
 
 __all__ = ["LOSS_NAMES", "MAMO", "MAMOOutput", "MAMOSettings", "MAMOStudent"]
 
@@ -263,13 +263,15 @@ class MAMO(nn.Module):
         self.student = student
         self.itc = itc
         include = ["vision", "text"]
-        if settings.on("mrm") or settings.mlm_distill:
+        mlm_distill = settings.on("mlm") and settings.mlm_distill
+        if settings.on("mrm") or mlm_distill:
             include.append("fusion")
         if settings.on("itc") and settings.itc_momentum_keys:
             include += ["vision_proj", "text_proj"]
-        if settings.on("mlm") and settings.mlm_distill:
+        if mlm_distill:
             include.append("mlm_head")
         self.teacher = EMATeacher(student, decay=ema_decay, include=include, fp32_shadow=fp32_shadow)
+        self._pad_id = int(getattr(getattr(student.text, "config", None), "pad_token_id", 0))
 
     # ------------------------------------------------------------------ teacher
 
@@ -376,16 +378,7 @@ class MAMO(nn.Module):
                 longest caption length over ranks first.
         """
         s = self.settings
-        check_floating("images", images, ndim=4)
-        b = images.shape[0]
-        check_tensor("input_ids", input_ids, shape=(b, None), dtype=torch.long, device=images.device)
-        check_tensor(
-            "text_valid", text_valid, shape=tuple(input_ids.shape), dtype=torch.bool, device=images.device
-        )
-        if image_ids is not None:
-            check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long, device=images.device)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be a float in [0, 1], got {alpha!r}")
+        check_ratio("alpha", alpha, allow_one=True)
         check_ratio("itm_hardness", itm_hardness, allow_one=True)
         active = s.losses if active_losses is None else tuple(active_losses)
         if not active or not set(active) <= set(s.losses):
@@ -396,31 +389,32 @@ class MAMO(nn.Module):
         def on(name: str) -> bool:
             return name in active
 
-        check_generator("generator", generator, images.device)
         rank, world = world_info()
-        if on("itm") and b * world < 2:
-            raise ValueError(
-                f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}"
-                + (f" on each of {world} ranks" if world > 1 else "")
-            )
+        b = check_pair_batch(images, input_ids, text_valid, image_ids, generator, itm=on("itm"), world=world)
 
         st = self.student
-        losses: dict[str, Tensor] = {}
-        stats: dict[str, Tensor] = {}
+        step = StepLosses()
+        stats = step.stats
         masked_view = on("mlm") or on("mrm") or on("mim")
         # Draws are made for the global batch (this rank's rows: ``rows``); in one process the
         # padding and the gathers are identities and the global batch is the batch.
         valid_all = None
         if on("itm") or masked_view:
-            pad_id = int(getattr(getattr(st.text, "config", None), "pad_token_id", 0))
-            input_ids, text_valid = pad_to_common_length([input_ids, text_valid], [pad_id, False])
+            input_ids, text_valid = pad_to_common_length([input_ids, text_valid], [self._pad_id, False])
             valid_all = all_gather_no_grad(text_valid)
         rows = (rank * b, (rank + 1) * b)
 
         # ---------------- teacher on the clean pair (no grad)
+        # (only what a computed loss reads)
+        momentum_itc = on("itc") and s.itc_momentum_keys
+        need_t_txt = on("mrm") or momentum_itc
+        need_t_img = need_t_txt or on("mim") or (on("mlm") and s.mlm_distill and alpha > 0)
+        t_img = t_txt = None
         with torch.no_grad():
-            t_img = self._teacher("vision")(images).last_hidden  # [B, 1+N, D]
-            t_txt = self._teacher("text")(input_ids, text_valid).last_hidden
+            if need_t_img:
+                t_img = self._teacher("vision")(images).last_hidden  # [B, 1+N, D]
+            if need_t_txt:
+                t_txt = self._teacher("text")(input_ids, text_valid).last_hidden
             t_layers: tuple = ()
             if on("mrm"):
                 fusion_t = self._teacher("fusion")
@@ -438,7 +432,7 @@ class MAMO(nn.Module):
             if on("itc"):
                 img_feat = st.vision_proj(self.pool_image(img))
                 txt_feat = st.text_proj(self.pool_text(txt, text_valid))
-                if s.itc_momentum_keys:
+                if momentum_itc:
                     with torch.no_grad():
                         img_feat_m = self._teacher("vision_proj")(self.pool_image(t_img))
                         txt_feat_m = self._teacher("text_proj")(self.pool_text(t_txt, text_valid))
@@ -452,19 +446,17 @@ class MAMO(nn.Module):
                     )
                 else:
                     out = self.itc(img_feat, txt_feat, image_ids=image_ids)
-                losses["itc"] = out.loss
-                stats.update({f"itc/{k}": v for k, v in out.stats.items()})
+                step.add("itc", out)
             if on("itm"):
-                temp = self.itc.temp if self.itc is not None else 0.07
-                feats = (None, None)  # without ITC: uniform negatives
+                sim_i2t = None  # without ITC: uniform negatives
                 if img_feat is not None:
-                    feats = (all_gather_no_grad(img_feat), all_gather_no_grad(txt_feat))
+                    img_all, txt_all = all_gather_no_grad(img_feat), all_gather_no_grad(txt_feat)
+                    sim_i2t = itc_similarity(img_all, txt_all, self.itc.temp)
                 out = itm_step(
                     all_gather_with_grad(img),
                     all_gather_with_grad(txt),
                     valid_all,
-                    *feats,
-                    temp,
+                    sim_i2t,
                     fusion=st.fusion,
                     head=st.itm_head,
                     image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
@@ -473,13 +465,12 @@ class MAMO(nn.Module):
                     rows=rows,
                 )
                 n_local, n_total = out.stats.pop("num_scored"), out.stats.pop("num_scored_total")
-                losses["itm"] = rescale_to_global_mean(out.loss, n_local, n_total)
-                stats.update({f"itm/{k}": v for k, v in out.stats.items()})
-                stats["itm/hardness"] = torch.tensor(float(itm_hardness))
+                step.add("itm", out._replace(loss=rescale_to_global_mean(out.loss, n_local, n_total)))
 
         # ---------------- jointly masked view: MLM, MRM, MIM
         if masked_view:
-            n_patches = t_img.shape[1] - 1
+            grid = _grid(st.vision, images)
+            n_patches = grid[0] * grid[1]
             # drawn for the global batch (the same on every rank); this rank keeps its rows
             ids_all = all_gather_no_grad(input_ids)
             pm_all, tm_all = self.mask_batch(ids_all, valid_all, n_patches, generator=generator)
@@ -493,7 +484,7 @@ class MAMO(nn.Module):
 
             if s.mask_mode == "drop":
                 kept = st.vision(images, masking=pm, mask_mode="drop").last_hidden
-                v_full = st.vision.insert_mask_tokens(kept, pm, grid_size=_grid(st.vision, images))
+                v_full = st.vision.insert_mask_tokens(kept, pm, grid_size=grid)
             else:
                 v_full = st.vision(images, masking=pm, mask_mode="token").last_hidden
             t_masked = st.text(tm.input_ids, text_valid).last_hidden
@@ -513,8 +504,7 @@ class MAMO(nn.Module):
                     soft_targets_are_logits=True,
                     alpha=float(alpha) if soft is not None else 0.0,
                 )
-                losses["mlm"] = global_mean(out.loss, tm.mask, tm_all.mask)
-                stats.update({f"mlm/{k}": v for k, v in out.stats.items()})
+                step.add("mlm", out._replace(loss=global_mean(out.loss, tm.mask, tm_all.mask)))
 
             if on("mrm"):
                 target_layers = [
@@ -540,8 +530,7 @@ class MAMO(nn.Module):
                 out = latent_regression_loss(
                     pred, target, mask, kind=s.mrm_kind, scale_by_dim=s.mrm_scale_by_dim, beta=s.mrm_beta
                 )
-                losses["mrm"] = global_mean(out.loss, mask, mask_all)
-                stats.update({f"mrm/{k}": v for k, v in out.stats.items()})
+                step.add("mrm", out._replace(loss=global_mean(out.loss, mask, mask_all)))
 
             if on("mim"):
                 src = v_full[:, 1:] if self.cross_fusion else fused.image[:, 1:]
@@ -552,13 +541,10 @@ class MAMO(nn.Module):
                 out = latent_regression_loss(
                     pred, target, pm.mask, kind=s.mim_kind, scale_by_dim=s.mim_scale_by_dim
                 )
-                losses["mim"] = global_mean(out.loss, pm.mask, pm_all.mask)
-                stats.update({f"mim/{k}": v for k, v in out.stats.items()})
+                step.add("mim", out._replace(loss=global_mean(out.loss, pm.mask, pm_all.mask)))
 
-        total = sum(s.weight(k) * v.float() for k, v in losses.items())
-        for k, v in losses.items():
-            stats[f"loss_{k}"] = v.detach().float()
-        return MAMOOutput(total, losses, stats)
+        total = step.total(LOSS_NAMES, s.weight)
+        return MAMOOutput(total, step.losses, step.stats)
 
     # ------------------------------------------------------------------ pieces
 

@@ -229,6 +229,8 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         stats["grad_norm"] = clip_grad_norm(params, cfg.optim.clip_grad)
         stats["loss"] = total
+        if "itm" in active:
+            stats["itm/hardness"] = torch.tensor(hardness)  # a CPU scalar: no device work
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -35,7 +35,7 @@ from maskmm.masking import JointMasker
 from maskmm.nn import CrossAttentionFusion, MergedFusion
 from maskmm.targets import pixel_targets, unpatchify
 
-from .._common import StepLosses, check_pair_batch, check_required_parts, itm_step
+from .._common import StepLosses, check_pair_batch, check_required_parts, itc_similarity, itm_step
 from .config import LOSS_NAMES, MaskVLMConfig
 
 __all__ = ["MaskVLM", "MaskVLMOutput"]
@@ -186,20 +186,18 @@ class MaskVLM(nn.Module):
         img = self.vision(images).last_hidden if need_img else None  # clean image [B, 1+N, Dv]
         txt = self.text(input_ids, text_valid).last_hidden if need_txt else None  # clean text [B, L, Dt]
 
-        img_feat = txt_feat = None  # without ITC the hard negatives are drawn uniformly
+        sim_i2t = None  # without ITC the hard negatives are drawn uniformly
         if self.on("itc"):
             img_feat = self.vision_proj(img[:, 0])
             txt_feat = self.text_proj(txt[:, 0])
             step.add("itc", self.itc_loss(img_feat, txt_feat, image_ids=image_ids))
+            sim_i2t = itc_similarity(img_feat, txt_feat, self.itc_loss.temp)
         if self.on("itm"):
-            temp = self.itc_loss.temp if self.itc_loss is not None else 0.07
             out = itm_step(
                 img,
                 txt,
                 text_valid,
-                img_feat,
-                txt_feat,
-                temp,
+                sim_i2t,
                 fusion=self.fusion,
                 head=self.itm_head,
                 image_ids=image_ids,

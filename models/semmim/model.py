@@ -35,7 +35,7 @@ from maskmm.nn import CrossAttentionFusion
 from maskmm.targets import PrototypeTargets
 from maskmm.teachers import EMATeacher
 
-from .._common import StepLosses, check_pair_batch, check_required_parts, itm_step
+from .._common import StepLosses, check_pair_batch, check_required_parts, itc_similarity, itm_step
 from .config import LOSS_NAMES, SemMIMConfig
 from .scores import text_patch_similarity
 
@@ -268,7 +268,7 @@ class SemMIM(nn.Module):
         need_img = self.on("itc") or self.on("itm") or self.on("mlm")
         img = st.vision(images).last_hidden if need_img else None
         txt = st.text(input_ids, text_valid).last_hidden if (need_img or coded) else None
-        img_feat = txt_feat = None  # without ITC the hard negatives are drawn uniformly
+        sim_i2t = None  # without ITC the hard negatives are drawn uniformly
         if self.on("itc"):
             img_feat = st.vision_proj(img[:, 0])
             txt_feat = st.text_proj(txt[:, 0])
@@ -284,15 +284,13 @@ class SemMIM(nn.Module):
                 alpha=alpha,
             )
             step.add("itc", out)
+            sim_i2t = itc_similarity(img_feat, txt_feat, self.itc_loss.temp)
         if self.on("itm"):
-            temp = self.itc_loss.temp if self.itc_loss is not None else 0.07
             out = itm_step(
                 img,
                 txt,
                 text_valid,
-                img_feat,
-                txt_feat,
-                temp,
+                sim_i2t,
                 fusion=st.fusion,
                 head=st.itm_head,
                 image_ids=image_ids,
