@@ -83,14 +83,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     """Evaluate a checkpoint: ``maskmm-eval --checkpoint runs/mamo-tiny [--splits val heldout]``."""
     p = argparse.ArgumentParser(prog="maskmm-eval", description="Evaluate a trained MAMO checkpoint.")
     p.add_argument("--checkpoint", required=True, help="run folder, model.pt or step_N.pt")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="eval.FIELD=VALUE",
-        help="override evaluation fields, e.g. --set eval.num_candidates=500",
-    )
+    add_override_option(p, help="override evaluation fields, e.g. --set eval.num_candidates=500")
     p.add_argument("--splits", nargs="+", default=None, choices=["train", "val", "heldout"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")

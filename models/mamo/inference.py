@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from maskmm._checks import check_floating
@@ -28,6 +27,7 @@ from maskmm.training import latest_checkpoint, load_checkpoint
 from .builder import build_model
 from .config import MAMOConfig, config_from_dict
 from .data import build_tokenizer, image_transform
+from .eval import encode_images, encode_texts, itm_match_prob
 from .model import MAMO
 
 __all__ = ["Encoded", "MAMOInference"]
@@ -100,26 +100,16 @@ class MAMOInference:
         check_floating("images", images, ndim=4)
         if not preprocessed:
             images = self.preprocess(images)
-        states, feats = [], []
-        for i in range(0, images.shape[0], batch_size):
-            s, f = self.model.encode_image(images[i : i + batch_size].to(self.device))
-            states.append(s)
-            feats.append(F.normalize(f.float(), dim=-1))
-        return Encoded(torch.cat(states), None, torch.cat(feats))
+        states, feat = encode_images(self.model, images, batch_size)
+        return Encoded(states, None, feat)
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str] | str, batch_size: int = 256) -> Encoded:
         """Tokenise (padded to ``data.max_text_len``) and encode captions."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        tok = self.tokenizer(texts, self.cfg.data.max_text_len, padding="max_length")
-        states, feats = [], []
-        for i in range(0, len(texts), batch_size):
-            ids = tok.input_ids[i : i + batch_size].to(self.device)
-            valid = tok.valid[i : i + batch_size].to(self.device)
-            s, f = self.model.encode_text(ids, valid)
-            states.append(s)
-            feats.append(F.normalize(f.float(), dim=-1))
-        return Encoded(torch.cat(states), tok.valid.to(self.device), torch.cat(feats))
+        return Encoded(
+            *encode_texts(self.model, self.tokenizer, texts, self.cfg.data.max_text_len, batch_size)
+        )
 
     @torch.no_grad()
     def itc_scores(self, images: Encoded, texts: Encoded) -> Tensor:
@@ -139,7 +129,7 @@ class MAMOInference:
         img = images.states.expand(n, -1, -1) if ni == 1 else images.states
         txt = texts.states.expand(n, -1, -1) if nt == 1 else texts.states
         valid = texts.valid.expand(n, -1) if nt == 1 else texts.valid
-        return self.model.itm_logits(img, txt, valid).float().softmax(-1)[:, 1]
+        return itm_match_prob(self.model, img, txt, valid)
 
     @torch.no_grad()
     def rank(self, image: Tensor, texts: list[str], *, k: int | None = None) -> tuple[Tensor, Tensor]:

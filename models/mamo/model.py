@@ -293,10 +293,8 @@ class MAMO(nn.Module):
         """``[B, D]`` ITC input: the CLS state, or the mean of the other valid states."""
         if self.settings.itc_pool == "cls":
             return states[:, 0]
-        w = valid.clone()
-        w[:, 0] = False
-        w = w[..., None].to(states.dtype)
-        return (states * w).sum(1) / w.sum(1).clamp(min=1.0)
+        w = valid[:, 1:, None].to(states.dtype)
+        return (states[:, 1:] * w).sum(1) / w.sum(1).clamp(min=1.0)
 
     def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """Student image states ``[B, 1 + N, D]`` and ITC features ``[B, E]`` (``None`` without ITC)."""

@@ -121,6 +121,7 @@ class Trainer:
             betas=(cfg.optim.beta1, cfg.optim.beta2),
             eps=cfg.optim.eps,
         )
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]  # clipped each step
         self.scheduler = warmup_cosine_scheduler(
             self.optimizer, cfg.train.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio
         )
@@ -226,8 +227,7 @@ class Trainer:
             total = total + out.loss.detach() / len(micro)
             for k, v in out.stats.items():
                 stats[k] = stats.get(k, 0.0) + v / len(micro)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        stats["grad_norm"] = clip_grad_norm(params, cfg.optim.clip_grad)
+        stats["grad_norm"] = clip_grad_norm(self._params, cfg.optim.clip_grad)
         stats["loss"] = total
         if "itm" in active:
             stats["itm/hardness"] = torch.tensor(hardness)  # a CPU scalar: no device work
