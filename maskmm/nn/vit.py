@@ -174,6 +174,18 @@ class VisionTransformer(nn.Module):
         )
         return EncoderOutput(self.norm(x), hidden, None)
 
+    def encode_masked_full(
+        self, images: Tensor, masking: PatchMasking, mask_mode: Literal["drop", "token"] = "drop"
+    ) -> Tensor:
+        """States ``[B, 1 + N, D]`` of masked ``images`` on the full patch grid, in either mode:
+        ``"drop"`` encodes the kept patches only and then places ``mask_token`` (+ position) at the
+        masked ones (:meth:`insert_mask_tokens`); ``"token"`` encodes every patch with the masked
+        ones replaced by ``mask_token``. What a fusion or decoder of all positions reads."""
+        x = self(images, masking=masking, mask_mode=mask_mode).last_hidden
+        if mask_mode == "token":
+            return x
+        return self.insert_mask_tokens(x, masking, grid_size=self.patch_embed.grid_size(images))
+
     def insert_mask_tokens(
         self, x: Tensor, masking: PatchMasking, *, grid_size: tuple[int, int] | None = None
     ) -> Tensor:

@@ -48,6 +48,7 @@ Dropout and other draws of the global torch RNG stay per rank (the ``tiny`` pres
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -467,8 +468,7 @@ class MAMO(nn.Module):
 
         # ---------------- jointly masked view: MLM, MRM, MIM
         if masked_view:
-            grid = _grid(st.vision, images)
-            n_patches = grid[0] * grid[1]
+            n_patches = math.prod(st.vision.patch_embed.grid_size(images))
             # drawn for the global batch (the same on every rank); this rank keeps its rows
             ids_all = all_gather_no_grad(input_ids)
             pm_all, tm_all = self.mask_batch(ids_all, valid_all, n_patches, generator=generator)
@@ -480,11 +480,7 @@ class MAMO(nn.Module):
                 ``global_mask`` (the same masking for the global batch); ``loss`` in one process."""
                 return rescale_to_global_mean(loss, local_mask.sum(), global_mask.sum())
 
-            if s.mask_mode == "drop":
-                kept = st.vision(images, masking=pm, mask_mode="drop").last_hidden
-                v_full = st.vision.insert_mask_tokens(kept, pm, grid_size=grid)
-            else:
-                v_full = st.vision(images, masking=pm, mask_mode="token").last_hidden
+            v_full = st.vision.encode_masked_full(images, pm, s.mask_mode)  # [B, 1+N, D]
             t_masked = st.text(tm.input_ids, text_valid).last_hidden
             fused = st.fusion(v_full, None, t_masked, text_valid)
             stats["mask/image_masked"] = pm.mask.float().sum(1).mean()
@@ -559,8 +555,3 @@ def _has_image_states(fusion: nn.Module) -> bool:
     from maskmm.nn import CrossAttentionFusion
 
     return not isinstance(fusion, CrossAttentionFusion)
-
-
-def _grid(vision: nn.Module, images: Tensor) -> tuple[int, int]:
-    p = vision.config.patch_size
-    return images.shape[-2] // p, images.shape[-1] // p

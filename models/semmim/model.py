@@ -304,13 +304,7 @@ class SemMIM(nn.Module):
         if coded:
             pm = self.patch_masker(scores, generator=generator)
             image_mask = pm.mask
-            if cfg.mask_mode == "token":
-                v_full = st.vision(images, masking=pm, mask_mode="token").last_hidden
-            else:
-                p = st.vision.config.patch_size
-                grid = (images.shape[-2] // p, images.shape[-1] // p)
-                kept = st.vision(images, masking=pm, mask_mode="drop").last_hidden
-                v_full = st.vision.insert_mask_tokens(kept, pm, grid_size=grid)
+            v_full = st.vision.encode_masked_full(images, pm, cfg.mask_mode)  # [B, 1+N, Dv]
             fused = st.fusion(v_full, None, txt, text_valid).image  # [B, 1+N, Df]
             logits = st.prototypes(st.code_head(fused))  # [B, 1+N, K]
             with torch.no_grad():

@@ -181,3 +181,15 @@ def test_bad_inputs_name_the_argument() -> None:
         model.insert_mask_tokens(x[:, :-1], good)
     with pytest.raises(ValueError, match="image_size"):
         VisionConfig(image_size=30, patch_size=8)
+
+
+def test_encode_masked_full_in_both_modes() -> None:
+    model = _model()
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)  # 4x4 grid, not the configured 3x5
+    m = _masking(2, 16, 0.5, seed=2)
+    drop = model.encode_masked_full(images, m, "drop")
+    want = model.insert_mask_tokens(model(images, masking=m).last_hidden, m, grid_size=(4, 4))
+    torch.testing.assert_close(drop, want, atol=0, rtol=0)
+    token = model.encode_masked_full(images, m, "token")
+    torch.testing.assert_close(token, model(images, masking=m, mask_mode="token").last_hidden, atol=0, rtol=0)
+    assert drop.shape == token.shape == (2, 17, 24)
