@@ -6,7 +6,8 @@
 - :func:`check_pair_batch`: the argument checks of a pretraining step on image-caption pairs.
 - :func:`itc_similarity` and :func:`fused_text_cls`: the similarities and the pair encoder of
   :func:`maskmm.losses.hard_negative_matching` (ALBEF's ITM); :func:`itm_step` puts them together.
-- :func:`check_required_parts`: each enabled loss has the parts it needs.
+- :func:`check_required_parts`: each enabled loss has the parts it needs; :class:`PartsContainer`:
+  the base of the recipes' student containers.
 - :class:`StepLosses`: the named losses and statistics of one step and their weighted total.
 - :func:`preset_encoders` and :func:`token_masker`: builder steps shared by the recipes.
 """
@@ -28,6 +29,7 @@ from maskmm.nn import PresetConfigs, preset
 
 __all__ = [
     "LossSwitches",
+    "PartsContainer",
     "StepLosses",
     "check_float_field",
     "check_int_field",
@@ -224,6 +226,19 @@ def itm_step(
         hardness=hardness,
         rows=rows,
     )
+
+
+class PartsContainer(nn.Module):
+    """A module holding named parts (``None`` = absent) that is never called itself: the recipes'
+    students, whose parts the objective calls one by one (and the EMA teacher copies by name)."""
+
+    def __init__(self, **parts: nn.Module | None) -> None:
+        super().__init__()
+        for name, part in parts.items():
+            setattr(self, name, part)
+
+    def forward(self, *args: object, **kwargs: object) -> None:  # pragma: no cover
+        raise TypeError(f"{type(self).__name__} is a container; call the objective or the parts directly")
 
 
 def check_required_parts(

@@ -74,7 +74,14 @@ from maskmm.masking import PatchMasking, TokenMasking, mask_tokens, random_patch
 from maskmm.targets import top_k_layer_targets
 from maskmm.teachers import EMATeacher
 
-from .._common import StepLosses, check_pair_batch, check_required_parts, itc_similarity, itm_step
+from .._common import (
+    PartsContainer,
+    StepLosses,
+    check_pair_batch,
+    check_required_parts,
+    itc_similarity,
+    itm_step,
+)
 
 __all__ = ["LOSS_NAMES", "MAMO", "MAMOOutput", "MAMOSettings", "MAMOStudent"]
 
@@ -167,7 +174,7 @@ class MAMOOutput(NamedTuple):
     stats: dict[str, Tensor]
 
 
-class MAMOStudent(nn.Module):
+class MAMOStudent(PartsContainer):
     """Container of the trained parts (the teacher copies a subset of them by name).
 
     Args:
@@ -194,19 +201,17 @@ class MAMOStudent(nn.Module):
         mrm_head: nn.Module | None = None,
         mim_decoder: nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        self.vision = vision
-        self.text = text
-        self.fusion = fusion
-        self.vision_proj = vision_proj
-        self.text_proj = text_proj
-        self.itm_head = itm_head
-        self.mlm_head = mlm_head
-        self.mrm_head = mrm_head
-        self.mim_decoder = mim_decoder
-
-    def forward(self, *args: object, **kwargs: object) -> None:  # pragma: no cover
-        raise TypeError("MAMOStudent is a container; call MAMO or the parts directly")
+        super().__init__(
+            vision=vision,
+            text=text,
+            fusion=fusion,
+            vision_proj=vision_proj,
+            text_proj=text_proj,
+            itm_head=itm_head,
+            mlm_head=mlm_head,
+            mrm_head=mrm_head,
+            mim_decoder=mim_decoder,
+        )
 
 
 _REQUIRED = {

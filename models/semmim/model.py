@@ -35,7 +35,14 @@ from maskmm.nn import CrossAttentionFusion
 from maskmm.targets import PrototypeTargets
 from maskmm.teachers import EMATeacher
 
-from .._common import StepLosses, check_pair_batch, check_required_parts, itc_similarity, itm_step
+from .._common import (
+    PartsContainer,
+    StepLosses,
+    check_pair_batch,
+    check_required_parts,
+    itc_similarity,
+    itm_step,
+)
 from .config import LOSS_NAMES, SemMIMConfig
 from .scores import text_patch_similarity
 
@@ -62,7 +69,7 @@ class SemMIMOutput(NamedTuple):
     text_mask: Tensor | None = None
 
 
-class SemMIMStudent(nn.Module):
+class SemMIMStudent(PartsContainer):
     """Container of the trained parts; the momentum model copies them by name.
 
     Args:
@@ -88,19 +95,17 @@ class SemMIMStudent(nn.Module):
         code_head: nn.Module | None = None,
         prototypes: nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        self.vision = vision
-        self.text = text
-        self.fusion = fusion
-        self.vision_proj = vision_proj
-        self.text_proj = text_proj
-        self.itm_head = itm_head
-        self.mlm_head = mlm_head
-        self.code_head = code_head
-        self.prototypes = prototypes
-
-    def forward(self, *args: object, **kwargs: object) -> None:  # pragma: no cover
-        raise TypeError("SemMIMStudent is a container; call SemMIM or the parts directly")
+        super().__init__(
+            vision=vision,
+            text=text,
+            fusion=fusion,
+            vision_proj=vision_proj,
+            text_proj=text_proj,
+            itm_head=itm_head,
+            mlm_head=mlm_head,
+            code_head=code_head,
+            prototypes=prototypes,
+        )
 
 
 _REQUIRED = {
