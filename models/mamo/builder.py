@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from maskmm.losses import ImageTextContrastive
+from maskmm.masking import TokenMasker
 from maskmm.nn import (
     FusionConfig,
     MatchingHead,
@@ -86,23 +87,15 @@ def decay_schedule(cfg: MAMOConfig) -> Any:
     return CosineDecay(base=e.decay, final=e.final_decay, steps=e.anneal_steps)
 
 
-def build_settings(
-    cfg: MAMOConfig, *, vocab_size: int, mask_token_id: int, special_ids: tuple[int, ...]
-) -> MAMOSettings:
-    """:class:`MAMOSettings` from ``cfg.losses`` / ``cfg.masking`` and the tokenizer's ids."""
+def build_settings(cfg: MAMOConfig) -> MAMOSettings:
+    """:class:`MAMOSettings` from ``cfg.losses`` / ``cfg.masking`` / ``cfg.itc``."""
     L, k = cfg.losses, cfg.masking
     on = tuple(n for n in LOSS_NAMES if getattr(L, n))
     return MAMOSettings(
         losses=on,
         weights=tuple((n, float(getattr(L, f"{n}_weight"))) for n in LOSS_NAMES),
         image_ratio=k.image_ratio,
-        text_ratio=k.text_ratio,
         mask_mode=k.mode,
-        mask_token_id=mask_token_id,
-        vocab_size=vocab_size,
-        special_ids=tuple(special_ids),
-        mask_prob=k.mask_prob,
-        random_prob=k.random_prob,
         mrm_top_k=L.mrm_top_k,
         mrm_layer_norm=L.mrm_layer_norm,
         mrm_final_norm=L.mrm_final_norm,
@@ -181,5 +174,17 @@ def build_model(
         if L.itc
         else None
     )
-    settings = build_settings(cfg, vocab_size=vocab, mask_token_id=mask_token_id, special_ids=special_ids)
-    return MAMO(student, settings, itc=itc, ema_decay=decay_schedule(cfg))
+    k = cfg.masking
+    text_masker = (
+        TokenMasker(
+            k.text_ratio,
+            mask_token_id=mask_token_id,
+            vocab_size=vocab,
+            special_ids=special_ids,
+            mask_prob=k.mask_prob,
+            random_prob=k.random_prob,
+        )
+        if L.mlm or L.mrm or L.mim
+        else None
+    )
+    return MAMO(student, build_settings(cfg), itc=itc, text_masker=text_masker, ema_decay=decay_schedule(cfg))

@@ -70,7 +70,7 @@ from maskmm.losses import (
     latent_regression_loss,
     masked_token_loss,
 )
-from maskmm.masking import PatchMasking, TokenMasking, mask_tokens, random_patch_masking
+from maskmm.masking import PatchMasking, TokenMasker, TokenMasking, random_patch_masking
 from maskmm.targets import top_k_layer_targets
 from maskmm.teachers import EMATeacher
 
@@ -95,12 +95,11 @@ class MAMOSettings:
     Attributes:
         losses: names of the enabled losses, a subset of :data:`LOSS_NAMES`.
         weights: loss name -> weight (missing names weigh 1).
-        image_ratio, text_ratio: masking ratios of the masked view (MAMO: 0.75 / 0.25).
+        image_ratio: patch masking ratio of the masked view (MAMO: 0.75; the text ratio, 0.25,
+            is the ``text_masker``'s given to :class:`MAMO`).
         mask_mode: ``"drop"``: masked patches are dropped before the image encoder and mask
             tokens (+ position) are inserted before fusion; ``"token"``: a mask token replaces
             them at the encoder input.
-        mask_token_id, vocab_size, special_ids: text masking (80/10/10 with ``mask_prob`` /
-            ``random_prob``); special ids and padding are never masked.
         mrm_top_k, mrm_layer_norm, mrm_final_norm: MRM target = mean of the top-K teacher
             fusion layers, each normalised (``"instance"``: over tokens per channel; ``"layer"``:
             over channels), optional final norm.
@@ -117,13 +116,7 @@ class MAMOSettings:
     losses: tuple[str, ...] = LOSS_NAMES
     weights: tuple[tuple[str, float], ...] = ()
     image_ratio: float = 0.75
-    text_ratio: float = 0.25
     mask_mode: Literal["drop", "token"] = "drop"
-    mask_token_id: int = 3
-    vocab_size: int = 0
-    special_ids: tuple[int, ...] = ()
-    mask_prob: float = 0.8
-    random_prob: float = 0.1
     mrm_top_k: int = 2
     mrm_layer_norm: Literal["instance", "layer", "none"] = "layer"
     mrm_final_norm: Literal["none", "layer", "instance"] = "none"
@@ -144,11 +137,7 @@ class MAMOSettings:
             raise ValueError(f"losses must be a non-empty subset of {LOSS_NAMES}, got {self.losses}")
         if self.mask_mode not in ("drop", "token"):
             raise ValueError(f"mask_mode must be 'drop' or 'token', got {self.mask_mode!r}")
-        for name, r in (("image_ratio", self.image_ratio), ("text_ratio", self.text_ratio)):
-            if not 0.0 <= r < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {r}")
-        if "mlm" in self.losses and self.vocab_size <= 0:
-            raise ValueError(f"vocab_size must be > 0 when mlm is enabled, got {self.vocab_size}")
+        check_ratio("image_ratio", self.image_ratio)
         if self.mrm_top_k < 1:
             raise ValueError(f"mrm_top_k must be >= 1, got {self.mrm_top_k}")
 
@@ -231,6 +220,8 @@ class MAMO(nn.Module):
         settings: which losses and how (:class:`MAMOSettings`).
         itc: ``maskmm.losses.ImageTextContrastive`` (learnable temperature + queue); required
             with ITC, and used for the temperature of the hard-negative similarities.
+        text_masker: :class:`maskmm.masking.TokenMasker` of the masked view (BERT 80/10/10 at the
+            text ratio); required with MLM, MRM or MIM.
         ema_decay: float or schedule ``step -> decay`` of the teacher.
         fp32_shadow: keep fp32 master weights in the teacher (for bf16 students).
 
@@ -243,6 +234,7 @@ class MAMO(nn.Module):
         settings: MAMOSettings,
         *,
         itc: ImageTextContrastive | None = None,
+        text_masker: TokenMasker | None = None,
         ema_decay: object = 0.995,
         fp32_shadow: bool = False,
     ) -> None:
@@ -254,13 +246,18 @@ class MAMO(nn.Module):
         check_required_parts(student, _REQUIRED, settings.on, "student.")
         if settings.on("itc") and itc is None:
             raise ValueError("loss 'itc' is enabled but no ImageTextContrastive module was given")
+        masked_view = any(settings.on(n) for n in ("mlm", "mrm", "mim"))
+        if masked_view and not isinstance(text_masker, TokenMasker):
+            raise TypeError(
+                "text_masker must be a TokenMasker when MLM, MRM or MIM is enabled, "
+                f"got {type(text_masker).__name__}"
+            )
         self.cross_fusion = not _has_image_states(student.fusion)
         depth = len(getattr(student.fusion, "layers", ()))
         if settings.on("mrm") and depth and settings.mrm_top_k > depth:
             raise ValueError(f"settings.mrm_top_k ({settings.mrm_top_k}) exceeds the fusion depth ({depth})")
         # Parts no enabled loss uses are frozen, so every trainable parameter receives a gradient
         # (DistributedDataParallel needs no find_unused_parameters).
-        masked_view = any(settings.on(n) for n in ("mlm", "mrm", "mim"))
         if not masked_view and getattr(student.vision, "mask_token", None) is not None:
             student.vision.mask_token.requires_grad_(False)
         if not masked_view and not settings.on("itm"):
@@ -268,6 +265,7 @@ class MAMO(nn.Module):
         self.settings = settings
         self.student = student
         self.itc = itc
+        self.text_masker = text_masker
         include = ["vision", "text"]
         mlm_distill = settings.on("mlm") and settings.mlm_distill
         if settings.on("mrm") or mlm_distill:
@@ -331,22 +329,13 @@ class MAMO(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> tuple[PatchMasking, TokenMasking]:
-        """The joint masking of one step: patches at ``image_ratio``, tokens at ``text_ratio``."""
-        s = self.settings
+        """The joint masking of one step: patches at ``image_ratio``, tokens by ``text_masker``."""
+        if self.text_masker is None:
+            raise ValueError("this model was built without a text masker (no masked-view loss)")
         b = input_ids.shape[0]
-        pm = random_patch_masking(b, num_patches, s.image_ratio, device=input_ids.device, generator=generator)
-        tm = mask_tokens(
-            input_ids,
-            text_valid,
-            s.text_ratio,
-            mask_token_id=s.mask_token_id,
-            vocab_size=max(s.vocab_size, 1),
-            special_ids=s.special_ids,
-            mask_prob=s.mask_prob,
-            random_prob=s.random_prob,
-            generator=generator,
-        )
-        return pm, tm
+        ratio = self.settings.image_ratio
+        pm = random_patch_masking(b, num_patches, ratio, device=input_ids.device, generator=generator)
+        return pm, self.text_masker(input_ids, text_valid, generator=generator)
 
     # ------------------------------------------------------------------ forward
 
