@@ -27,7 +27,6 @@ import argparse
 import datetime as _dt
 import json
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,12 @@ from maskmm.models.mamo.config import config_to_dict, load_config
 from maskmm.models.mamo.train import Trainer
 
 import maskmm
-from maskmm.training import to_python
+from maskmm.training import plot_rows, to_python
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from attention_gpu import device_slug
+from mamo_vs_contrastive import device_string
 
 __all__ = ["main", "parse_args"]
 
@@ -65,42 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _plot(history: list[dict[str, Any]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    keys = sorted({k for row in history for k in row if k.startswith("loss")})
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for k in keys:
-        pts = [(r["step"], r[k]) for r in history if k in r]
-        ax.plot([s for s, _ in pts], [v for _, v in pts], label=k)
-    ax.set_xlabel("step")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.set_title("MAMO training losses")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "benchmark": "mamo-train",
         "environment": {
-            "device": _device_name(device),
+            "device": device_string(device),
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
             "maskmm": getattr(maskmm, "__version__", "unknown"),
@@ -192,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"mamo-{_slug(result['config']['name'])}-train-{_slug(result['environment']['device'])}"
+    preset, device = result["config"]["name"], result["environment"]["device"]
+    stem = f"mamo-{device_slug(preset)}-train-{device_slug(device)}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = _markdown(result)
     (out / f"{stem}.md").write_text(md)
-    _plot(result["history"], out / f"{stem}.png")
+    plot_rows(result["history"], out / f"{stem}.png")
     print(md)
     return 0
 

@@ -33,7 +33,6 @@ import datetime as _dt
 import json
 import math
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -46,6 +45,10 @@ from maskmm.models.mamo.config import MAMOConfig, config_to_dict, load_config
 
 import maskmm
 from maskmm.training import autocast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from attention_gpu import device_slug
 
 __all__ = ["CONTRASTIVE_ONLY", "device_string", "main", "markdown_table", "parse_args"]
 
@@ -138,11 +141,6 @@ def device_string(device: torch.device) -> str:
         return f"cuda: {torch.cuda.get_device_name(device)}"
     n = torch.get_num_threads()
     return f"cpu: {cpu_model()}, {n} thread{'s' if n != 1 else ''}"
-
-
-def device_slug(name: str) -> str:
-    """``"cpu: Intel(R) Xeon(R) 2.2GHz, 2 threads"`` -> ``"cpu-intel-r-xeon-r-2-2ghz-2-threads"``."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
 
 
 # --------------------------------------------------------------------------- training, evaluation

@@ -164,8 +164,10 @@ def attention_with_bounds(
     """:func:`flash_attention` after validation, with the per-sample loop bounds precomputed.
 
     For callers that validated the inputs already (``triton_unsupported_reasons`` is empty) and
-    reuse the bounds across calls (``maskmm.attention`` caches them on the batch's mask, so the
-    layers of an encoder pay neither the checks nor the bound computation again).
+    may reuse the bounds across calls. ``maskmm.attention`` caches the bounds on the batch's
+    mask, so the layers of an encoder sharing it compute them once; its dispatcher still runs
+    ``triton_unsupported_reasons`` on every call, so what is skipped here is only the entry
+    point's second, raising pass of the same checks and its optional ``key_lengths`` range check.
 
     Args:
         k_bound: int32 ``[B]``: keys at or beyond are never read (``None`` = ``Lk``). Values above

@@ -24,7 +24,14 @@ import math
 import torch
 from torch import Tensor
 
-from maskmm._checks import check_floating, check_generator, check_ratio, check_same_device, check_tensor
+from maskmm._checks import (
+    check_floating,
+    check_generator,
+    check_int,
+    check_ratio,
+    check_same_device,
+    check_tensor,
+)
 
 from .backends import BACKENDS, AttentionBackend
 from .mask import AttentionMask
@@ -214,14 +221,6 @@ def _check_cu(name: str, cu: object, batch_plus_one: int | None) -> Tensor:
     return t
 
 
-def _check_max(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
 def masked_attention_varlen(
     q: Tensor,
     k: Tensor,
@@ -258,8 +257,8 @@ def masked_attention_varlen(
     cu_q = _check_cu("cu_seqlens_q", cu_seqlens_q, None)
     cu_k = _check_cu("cu_seqlens_k", cu_seqlens_k, cu_q.shape[0])
     check_same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
-    max_q = _check_max("max_seqlen_q", max_seqlen_q)
-    max_k = _check_max("max_seqlen_k", max_seqlen_k)
+    max_q = check_int("max_seqlen_q", max_seqlen_q)
+    max_k = check_int("max_seqlen_k", max_seqlen_k)
     dropout_p, scale, backend = _check_options(dropout_p, scale, backend, generator, q.device)
 
     triton = BACKENDS["triton"]

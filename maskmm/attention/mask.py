@@ -26,19 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from maskmm._checks import check_tensor
+from maskmm._checks import check_int, check_tensor
 
 __all__ = ["AttentionMask"]
 
 _INT_DTYPES = (torch.int32, torch.int64)
-
-
-def _check_int(name: str, value: object, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _lengths_to_valid(name: str, lengths: Tensor, max_len: int) -> Tensor:
@@ -100,7 +92,7 @@ class AttentionMask:
         Lengths are not range-checked (that would need a host sync): values above ``max_len``
         mean "all keys valid", values ``<= 0`` mean "no valid key" (zero output rows).
         """
-        _check_int("max_len", max_len)
+        check_int("max_len", max_len)
         key_valid = _lengths_to_valid("key_lengths", key_lengths, max_len)
         return cls(key_valid, query_valid, key_lengths=key_lengths.clamp(0, max_len))
 
@@ -121,7 +113,7 @@ class AttentionMask:
         if query_lengths is not None:
             if max_query_len is None:
                 raise ValueError("max_query_len must be given together with query_lengths")
-            _check_int("max_query_len", max_query_len)
+            check_int("max_query_len", max_query_len)
             query_valid = _lengths_to_valid("query_lengths", query_lengths, max_query_len)
         return cls.from_key_lengths(key_lengths, max_key_len, query_valid)
 

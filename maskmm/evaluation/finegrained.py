@@ -57,14 +57,7 @@ def distractor_accuracy(
         out[attr] = acc
         out[f"{attr}_count"] = count
         accs.append(acc)
-    if accs:
-        stacked = torch.stack(accs)
-        finite = ~stacked.isnan()
-        out["mean"] = torch.where(
-            finite.any(),
-            stacked.nan_to_num(0.0).sum() / finite.sum().clamp(min=1),
-            stacked.new_tensor(float("nan")),
-        )
-    else:
-        out["mean"] = torch.tensor(float("nan"))
+    # NaN-skipping mean; NaN when no attribute has samples (or there are no attributes)
+    stacked = torch.stack(accs) if accs else torch.empty(0, device=true_scores.device)
+    out["mean"] = stacked.nanmean()
     return out

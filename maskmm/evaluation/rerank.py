@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import check_floating
+from .._checks import check_floating, check_int
 
 __all__ = ["rerank_topk"]
 
@@ -32,10 +32,8 @@ def rerank_topk(
         of them and keeps its first-stage order, so R@K for K > k still reflects the first stage.
     """
     check_floating("sim", sim, ndim=2)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be an int >= 0, got {k!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_int("k", k)
+    check_int("chunk_size", chunk_size, minimum=1)
     s = sim.float()
     q, c = s.shape
     k = min(k, c)

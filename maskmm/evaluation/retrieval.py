@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._checks import check_floating, check_tensor
+from .._checks import check_floating, check_int, check_tensor
 
 __all__ = ["positive_mask", "retrieval_ranks", "retrieval_recall"]
 
@@ -69,9 +69,8 @@ def retrieval_recall(
         pos = positive_mask(image_ids, text_image_ids)
     else:
         pos = check_tensor("positives", positives, shape=tuple(sim_i2t.shape), dtype=torch.bool)
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"ks must hold positive ints, got {list(ks)}")
+    for i, k in enumerate(ks):
+        check_int(f"ks[{i}]", k, minimum=1)
     tr = retrieval_ranks(sim_i2t, pos)
     ir = retrieval_ranks(sim_i2t.t(), pos.t())
     out: dict[str, torch.Tensor] = {}

@@ -283,15 +283,9 @@ def hard_negative_matching(
         anchor = (image_states.sum() + text_states.sum()).to(out.loss.dtype) * 0.0
         return LossOutput(out.loss + anchor, {**out.stats, **extra})
 
-    if rows is None:
-        own = torch.arange(b, device=device)
-        neg_image, neg_text, valid = negs.image_idx, negs.text_idx, negs.pair_valid()
-    else:
-        own = torch.arange(start, stop, device=device)
-        neg_image, neg_text = negs.image_idx[start:stop], negs.text_idx[start:stop]
-        valid = HardNegatives(
-            neg_text, neg_image, negs.text_fallback[start:stop], negs.image_fallback[start:stop]
-        ).pair_valid()
+    own = torch.arange(start, stop, device=device)
+    negs = HardNegatives(*(t[start:stop] for t in negs))
+    neg_image, neg_text, valid = negs.image_idx, negs.text_idx, negs.pair_valid()
     image_rows = torch.cat([own, own, neg_image])
     text_rows = torch.cat([own, neg_text, own])
     pairs = fuse(

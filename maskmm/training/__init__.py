@@ -18,7 +18,6 @@ from .ddp import (
     barrier,
     cleanup_distributed,
     init_distributed,
-    is_main_process,
     maybe_no_sync,
     reduce_mean,
     seed_everything,
@@ -28,7 +27,7 @@ from .ddp import (
 from .grads import clip_grad_norm, split_microbatches
 from .logger import MetricsLogger, read_metrics, to_python
 from .optim import DEFAULT_NO_DECAY, build_adamw, param_groups
-from .plot import plot_metrics, select_plot_keys
+from .plot import plot_metrics, plot_rows, select_plot_keys
 from .progress import ProgressBar
 from .sampler import ResumableSampler
 from .schedule import linear_ramp, warmup_cosine, warmup_cosine_scheduler
@@ -46,13 +45,13 @@ __all__ = [
     "cleanup_distributed",
     "clip_grad_norm",
     "init_distributed",
-    "is_main_process",
     "latest_checkpoint",
     "linear_ramp",
     "load_checkpoint",
     "maybe_no_sync",
     "param_groups",
     "plot_metrics",
+    "plot_rows",
     "read_metrics",
     "reduce_mean",
     "resolve_amp_dtype",

@@ -11,12 +11,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from maskmm.distributed.gather import _active, world_info
+
 __all__ = [
     "DistInfo",
     "barrier",
     "cleanup_distributed",
     "init_distributed",
-    "is_main_process",
     "maybe_no_sync",
     "reduce_mean",
     "seed_everything",
@@ -69,26 +70,24 @@ def init_distributed(backend: str | None = None) -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    """Destroy the default process group if one was initialised (a single-rank one too)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    """Synchronise all ranks (no-op without a multi-rank process group)."""
+    if _active():
         dist.barrier()
 
 
 def reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over ranks (identity without a process group). Returns a new tensor."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return x.detach().clone()
     y = x.detach().clone()
+    if not _active():
+        return y
     dist.all_reduce(y)
-    return y / dist.get_world_size()
+    return y / world_info()[1]
 
 
 def seed_everything(seed: int, rank: int = 0) -> int:

@@ -11,14 +11,19 @@ __all__ = ["clip_grad_norm", "split_microbatches"]
 
 
 def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Global L2 gradient norm (fp32 tensor, no host sync); clip to ``max_norm`` when it is > 0."""
-    params = [p for p in params if p.grad is not None]
-    if not params:
-        return torch.zeros(())
+    """Global L2 gradient norm before clipping (fp32 0-dim tensor, no host sync).
+
+    Clips the gradients to ``max_norm`` in place when it is > 0. Parameters without a
+    gradient are skipped; with none at all the norm is a zero on the parameters' device.
+    """
+    params = list(params)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device if params else None)
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
     if max_norm > 0:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True).float()
-    norms = torch._foreach_norm([p.grad for p in params])
-    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    return norm.float()
 
 
 def split_microbatches(batch: dict[str, Any], n: int) -> list[dict[str, Any]]:

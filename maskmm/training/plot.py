@@ -1,4 +1,4 @@
-"""Loss / recall curves from a JSON-lines metrics file, as a PNG (matplotlib optional)."""
+"""Loss / recall curves from metric rows or a JSON-lines metrics file, as a PNG (matplotlib optional)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .logger import read_metrics
 
-__all__ = ["plot_metrics", "select_plot_keys"]
+__all__ = ["plot_metrics", "plot_rows", "select_plot_keys"]
 
 
 def plot_metrics(
@@ -18,9 +19,21 @@ def plot_metrics(
     *,
     keys: Sequence[str] | None = None,
 ) -> Path | None:
-    """Plot the losses and the retrieval recalls of ``metrics_path`` against ``step`` into ``out_png``.
+    """Plot the losses and the retrieval recalls of the JSON-lines file ``metrics_path`` into
+    ``out_png``: :func:`plot_rows` on its rows."""
+    return plot_rows(read_metrics(metrics_path), out_png, keys=keys)
+
+
+def plot_rows(
+    rows: Sequence[dict[str, Any]],
+    out_png: str | os.PathLike,
+    *,
+    keys: Sequence[str] | None = None,
+) -> Path | None:
+    """Plot the losses and the retrieval recalls of metric rows against ``step`` into ``out_png``.
 
     Args:
+        rows: metric dicts (rows without a ``"step"`` are skipped).
         keys: series to draw; default: :func:`select_plot_keys`.
     Returns:
         The PNG path, or ``None`` when matplotlib is missing or there is nothing to draw.
@@ -32,7 +45,7 @@ def plot_metrics(
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    rows = [r for r in read_metrics(metrics_path) if "step" in r]
+    rows = [r for r in rows if "step" in r]
     if keys is None:
         keys = select_plot_keys(rows)
     series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from maskmm._checks import check_int
+
 __all__ = ["ResumableSampler"]
 
 
@@ -51,9 +53,7 @@ class ResumableSampler(Sampler[int]):
             world_size,
             shuffle,
         )
-        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-            raise ValueError(f"block must be an int >= 1, got {block!r}")
-        self.block = block
+        self.block = check_int("block", block, minimum=1)
         self.epoch = 0
         self.start = 0
 

@@ -131,14 +131,14 @@ def test_bounds_are_computed_once_per_mask_and_reused():
     }
     for kind, mask in masks.items():
         first = masked_attention(q, k, v, mask, backend="triton")
-        cached = mask._cache[("triton_bounds", 5)]
+        cached = mask._cache["triton_bounds"]
         assert cached["k_bound"].dtype == torch.int32
         want = [4, 0] if kind == "lengths" else [7, 0]  # last valid key + 1
         assert cached["k_bound"].tolist() == want
         assert cached["q_bound"].tolist() == [5, 5]
         assert (cached["key_valid"] is None) == (kind == "lengths")  # prefix keys read no mask bytes
         second = masked_attention(q, k, v, mask, backend="triton")
-        assert mask._cache[("triton_bounds", 5)] is cached and torch.equal(first, second)
+        assert mask._cache["triton_bounds"] is cached and torch.equal(first, second)
 
 
 def test_dropout_without_generator_draws_no_device_seed(monkeypatch):

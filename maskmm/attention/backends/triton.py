@@ -70,11 +70,11 @@ def _kernels() -> tuple[ModuleType | None, str | None]:
     return mod, None
 
 
-def _bounds(mask: AttentionMask | None, q: Tensor) -> dict[str, Tensor | None]:
+def _bounds(mask: AttentionMask | None) -> dict[str, Tensor | None]:
     """The kernel's per-sample loop bounds and masks for ``mask``, cached on the mask.
 
-    Built once per mask and query length (int32 casts, last-valid-position reductions), then
-    reused by every layer that shares the mask. Keys known to be a prefix (masks built from
+    Built once per mask (int32 casts, last-valid-position reductions; they depend on the
+    mask alone), then reused by every layer that shares the mask. Keys known to be a prefix (masks built from
     lengths) pass no boolean key mask, so the kernel reads no mask bytes at all.
     """
     from maskmm.kernels.attention.flash import last_true_plus_one
@@ -96,7 +96,7 @@ def _bounds(mask: AttentionMask | None, q: Tensor) -> dict[str, Tensor | None]:
             "query_valid": None if query_valid is None else query_valid.contiguous(),
         }
 
-    return mask.cached(("triton_bounds", q.shape[2]), build)
+    return mask.cached("triton_bounds", build)
 
 
 def _usable_kernels(q: Tensor) -> tuple[ModuleType | None, list[str]]:
@@ -168,7 +168,7 @@ class TritonBackend:
         seed = dropout_seed(dropout_p, generator, q.device)
         # The dispatcher has validated the call (unsupported_reasons is empty): go straight to
         # the launch with the mask's cached bounds.
-        return attention_with_bounds(q, k, v, **_bounds(mask, q), scale=scale, dropout_p=dropout_p, seed=seed)
+        return attention_with_bounds(q, k, v, **_bounds(mask), scale=scale, dropout_p=dropout_p, seed=seed)
 
     def varlen_unsupported_reasons(
         self,
