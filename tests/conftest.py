@@ -10,9 +10,17 @@ yourself to force the interpreter on a GPU machine).
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# helpers shared by several test folders (e.g. ``spawn_helpers``) live in tests/ itself: make them
+# importable as top-level modules under every pytest import mode
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"

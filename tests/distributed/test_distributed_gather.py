@@ -10,15 +10,13 @@ reference grad of its slice; mean over ranks of the temperature grad == referenc
 from __future__ import annotations
 
 import os
-import socket
-import time
 from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from spawn_helpers import free_port, run_ranks
 
 from maskmm.distributed import all_gather_no_grad, all_gather_with_grad, world_info
 from maskmm.losses import ImageTextContrastive, image_text_contrastive_loss
@@ -26,12 +24,6 @@ from maskmm.losses import ImageTextContrastive, image_text_contrastive_loss
 WORLD = 2
 B_LOCAL = 3
 E = 5
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -173,13 +165,5 @@ def test_identity_when_not_initialised() -> None:
     not dist.is_available() or not dist.is_gloo_available(), reason="gloo backend not available"
 )
 def test_two_process_gather_and_contrastive_match_single_process() -> None:
-    port = _free_port()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    ctx = mp.start_processes(_worker, args=(port,), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + 90
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-            pytest.fail("two-process test timed out")
+    run_ranks(_worker, (free_port(),), nprocs=WORLD, timeout=90)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import time
 from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from spawn_helpers import free_port, run_ranks
 
 from maskmm.distributed import pad_to_common_length, rescale_to_global_mean
 
@@ -79,12 +77,6 @@ def test_pad_errors_name_the_argument(tensors, values, err, match):
 # ---------------------------------------------------------------------------- two gloo ranks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, port: int) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=timedelta(seconds=30)
@@ -120,10 +112,4 @@ def _worker(rank: int, port: int) -> None:
 
 @pytest.mark.distributed
 def test_two_gloo_ranks():
-    ctx = mp.start_processes(_worker, args=(_free_port(),), nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + 90
-    while not ctx.join(timeout=2):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail("the 2-process run did not finish within 90 s")
+    run_ranks(_worker, (free_port(),), timeout=90)

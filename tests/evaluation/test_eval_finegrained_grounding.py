@@ -45,22 +45,43 @@ def test_distractor_ties_and_empty():
         distractor_accuracy(t, {"size": torch.ones(4, 1)})
 
 
-def test_grad_cam_reference_and_gradients_from_autograd():
-    g = torch.Generator().manual_seed(1)
-    b, n, d = 3, 5, 4
-    act = torch.randn(b, n, d, generator=g, dtype=torch.float64, requires_grad=True)
-    w_true = torch.randn(d, generator=g, dtype=torch.float64)
-    score = (act.sum(1) * w_true).sum()  # d score / d act[b, n, :] = w_true
-    (grad,) = torch.autograd.grad(score, act)
-    cam = grad_cam(act.detach(), grad)
+def _ref_grad_cam(act, grad, valid):
+    """Loop Grad-CAM: w = mean of grad over the valid tokens, map = relu(sum_d w_d * act), 0 where invalid."""
+    b, n, d = act.shape
     ref = torch.zeros(b, n, dtype=torch.float64)
     for i in range(b):
-        for j in range(n):
-            ref[i, j] = max(0.0, sum(act[i, j, k].item() * w_true[k].item() for k in range(d)))
-    assert torch.allclose(cam.double(), ref, atol=1e-6)
-    valid = torch.tensor([[True] * 5, [True, True, False, False, False], [False] * 5])
-    cam_v = grad_cam(act.detach(), grad, valid=valid)
-    assert (cam_v[~valid] == 0).all() and torch.allclose(cam_v[0].double(), ref[0], atol=1e-6)
+        keep = [j for j in range(n) if valid[i][j]]
+        if not keep:
+            continue  # no valid token: zero weights, zero map
+        w = [sum(grad[i, j, k].item() for j in keep) / len(keep) for k in range(d)]
+        for j in keep:
+            ref[i, j] = max(0.0, sum(w[k] * act[i, j, k].item() for k in range(d)))
+    return ref
+
+
+def test_grad_cam_matches_loop_reference():
+    g = torch.Generator().manual_seed(1)
+    b, n, d = 4, 5, 4
+    act = torch.randn(b, n, d, generator=g, dtype=torch.float64)
+    grad = torch.randn(b, n, d, generator=g, dtype=torch.float64)  # differs per token
+    cam = grad_cam(act, grad)
+    assert cam.dtype == torch.float32 and cam.shape == (b, n)
+    ref = _ref_grad_cam(act, grad, [[True] * n] * b)
+    assert (ref > 0).any() and (ref == 0).any()  # relu is exercised both ways
+    torch.testing.assert_close(cam.double(), ref, rtol=1e-5, atol=1e-6)
+    valid = torch.tensor(
+        [
+            [True] * 5,
+            [True, True, False, False, False],
+            [False, True, False, True, True],
+            [False] * 5,
+        ]
+    )
+    cam_v = grad_cam(act, grad, valid=valid)
+    ref_v = _ref_grad_cam(act, grad, valid.tolist())
+    torch.testing.assert_close(cam_v.double(), ref_v, rtol=1e-5, atol=1e-6)
+    # the weights of the partly valid rows differ from the all-token mean, so the maps differ too
+    assert not torch.allclose(cam_v[1:3].double(), ref[1:3] * valid[1:3], atol=1e-4)
 
 
 def _ref_box_mask(box, grid, size, min_overlap):

@@ -161,10 +161,10 @@ def test_empty_batch_gives_zero_loss_without_calling_the_fusion() -> None:
 def test_low_precision_states_give_an_fp32_loss(dtype, tol) -> None:
     fusion, head, img, img_valid, txt, txt_valid, ids = _setup(seed=4)
     sim = torch.randn(B, B)
-    g = torch.Generator().manual_seed(0)
-    ref_out = hard_negative_matching(
-        img, img_valid, txt, txt_valid, sim, fuse=fusion, head=head, image_ids=ids, generator=g
-    )
+    negs = sample_hard_negatives(sim, sim.t(), ids, generator=torch.Generator().manual_seed(0))
+    assert (ids[negs[0]] != ids).all() and (ids[negs[1]] != ids).all()  # every row is scored
+    with torch.no_grad():  # pair-by-pair float64 reference, before the cast
+        ref = _reference(fusion, head, img, img_valid, txt, txt_valid, negs[0], negs[1], [True] * B)
     fusion.to(dtype), head.to(dtype)
     g = torch.Generator().manual_seed(0)
     out = hard_negative_matching(
@@ -179,7 +179,7 @@ def test_low_precision_states_give_an_fp32_loss(dtype, tol) -> None:
         generator=g,
     )
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
-    torch.testing.assert_close(out.loss.double(), ref_out.loss.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(out.loss.double(), ref, rtol=tol, atol=tol)
 
 
 def test_bad_inputs_raise_naming_the_argument() -> None:

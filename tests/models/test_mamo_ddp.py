@@ -1,31 +1,20 @@
 from __future__ import annotations
 
 import os
-import socket
-import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from mamo_helpers import SMALL_MODEL
 from maskmm.models.mamo.config import load_config
 from maskmm.models.mamo.train import Trainer
+from spawn_helpers import free_port, run_ranks
 
 pytestmark = pytest.mark.distributed
 
 SETS = [
-    "model.image_size=32",
-    "data.image_size=32",
-    "model.patch_size=8",
-    "model.vision_dim=32",
-    "model.text_dim=32",
-    "model.vision_depth=1",
-    "model.text_depth=1",
-    "model.fusion_depth=1",
+    *SMALL_MODEL,
+    "model.fusion_depth=1",  # overrides SMALL_MODEL's 2 (later overrides win)
     "losses.mrm_top_k=1",
-    "model.vision_heads=2",
-    "model.text_heads=2",
-    "model.fusion_heads=2",
-    "model.embed_dim=16",
     "itc.queue_size=8",
     "losses.itm=false",
     "losses.mlm=false",
@@ -42,12 +31,6 @@ SETS = [
     "log.progress=false",
     "log.plot=false",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -68,15 +51,7 @@ def test_two_process_gloo_step_equals_single_process(tmp_path, monkeypatch):
     single = Trainer(load_config("tiny", [*SETS, f"train.out_dir={tmp_path}"]), device="cpu", log=False)
     single.fit(progress=False)
     ref = {k: v for k, v in single.model.state_dict().items() if "queue" not in k}
-    ctx = mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 150
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail("the 2-process run did not finish within 150 s")
+    run_ranks(_worker, (free_port(), str(tmp_path)))
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert got.keys() == ref.keys()
@@ -148,15 +123,7 @@ def test_two_process_full_mamo_step_equals_single_process(tmp_path, monkeypatch,
     ref_stats = single.train_step(single.next_batch())
     ref = single.model.state_dict()
 
-    ctx = mp.start_processes(
-        _full_worker, args=(_free_port(), str(tmp_path), sets), nprocs=2, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 150
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                proc.kill()
-            pytest.fail("the 2-process run did not finish within 150 s")
+    run_ranks(_full_worker, (free_port(), str(tmp_path), sets))
     got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     # the case is not trivial: the ranks' captions differ in padded length and masked-token count

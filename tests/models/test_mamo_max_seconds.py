@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from mamo_helpers import SMALL_MODEL, benchmark_script
 from maskmm.models.mamo.builder import build_model
 from maskmm.models.mamo.config import load_config
-from maskmm.models.mamo.data import build_tokenizer
+from maskmm.models.mamo.data import build_tokenizer, eval_dataset
 from maskmm.models.mamo.eval import evaluate, evaluate_finegrained
 from maskmm.models.mamo.train import Trainer
+
+from maskmm.data import build_fine_grained_set
 
 SMALL = [
     *SMALL_MODEL,
@@ -69,10 +73,19 @@ def test_no_budget_runs_every_step(tmp_path):
 
 def test_training_clock_leaves_out_evaluation_and_checkpoints(tmp_path):
     tr = _trainer(tmp_path, "train.steps=2", "train.save_every=1", "train.eval_every=1", log=True)
+    evaluate_now, calls = tr.evaluate_now, []
+
+    def slow_evaluate_now():
+        calls.append(tr.step)
+        time.sleep(0.3)  # evaluation now costs a known time
+        return evaluate_now()
+
+    tr.evaluate_now = slow_evaluate_now
     res = tr.fit()
     tr.close()
+    assert calls == [1]  # evaluated after step 1 (never after the last step)
     assert any("eval/itc_tr_r1" in r for r in res.history)
-    assert res.train_seconds < res.seconds
+    assert res.seconds - res.train_seconds >= 0.3
 
 
 @pytest.mark.parametrize("value", ["-1", ".nan", "nan", ".inf"])
@@ -99,6 +112,41 @@ def test_finegrained_scorers_give_percentages(scorer):
     assert not math.isnan(res["mean"])
     assert model.training  # the mode is restored
     assert evaluate_finegrained(model, tok, cfg, "heldout", 0, scorer=scorer) == {}
+
+
+@torch.no_grad()
+def _itc_finegrained_reference(model, tok, cfg, split: str, n: int) -> dict[str, float]:
+    """Per-attribute % of images whose true caption has a strictly higher ITC cosine than its distractor."""
+    model.eval()
+    fg = build_fine_grained_set(eval_dataset(cfg, split, n), n, seed=cfg.data.seed)
+    _, img_feat = model.encode_image(fg.images)
+    img_feat = img_feat / img_feat.norm(dim=-1, keepdim=True)
+
+    def cosine(rows: list[int], captions: list[str]) -> torch.Tensor:
+        t = tok(captions, cfg.data.max_text_len, padding="max_length")
+        _, feat = model.encode_text(t.input_ids, t.valid)
+        return (img_feat[rows] * feat / feat.norm(dim=-1, keepdim=True)).sum(-1)
+
+    true = cosine(list(range(n)), fg.captions)
+    out = {}
+    for attr, caps in fg.distractors.items():
+        rows = [i for i, c in enumerate(caps) if c is not None]
+        if not rows:
+            out[attr] = math.nan
+            continue
+        wins = (true[rows] > cosine(rows, [caps[i] for i in rows])).double()
+        out[attr] = 100.0 * wins.mean().item()
+    present = [v for v in out.values() if not math.isnan(v)]
+    out["mean"] = sum(present) / len(present)
+    return out
+
+
+def test_finegrained_itc_scorer_matches_cosine_reference():
+    model, tok, cfg = _built()
+    got = evaluate_finegrained(model, tok, cfg, "heldout", 8, scorer="itc")
+    ref = _itc_finegrained_reference(model, tok, cfg, "heldout", 8)
+    assert set(got) == set(ref) and sum(not math.isnan(v) for v in ref.values()) >= 3
+    assert got == pytest.approx(ref, nan_ok=True)
 
 
 def test_finegrained_rejects_unknown_or_unavailable_scorer():
@@ -151,9 +199,10 @@ def test_benchmark_script_smoke(bench, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([json_file.name, md_file.name])
 
 
-def test_benchmark_rejects_bad_arguments(bench):
-    with pytest.raises(SystemExit):
+def test_benchmark_rejects_bad_arguments(bench, capsys):
+    with pytest.raises(SystemExit) as exc:
         bench.parse_args(["--seconds", "0"])
+    assert exc.value.code == 2 and "--seconds must be a finite number > 0" in capsys.readouterr().err
     args = bench.parse_args(["--seconds", "5", "--set", "train.nope=1"])
     with pytest.raises(ValueError, match="nope"):
         bench.arm_configs(args, "/tmp/unused")

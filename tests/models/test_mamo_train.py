@@ -78,10 +78,12 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert set(res["heldout"]["finegrained_itc"]) == set(res["heldout"]["finegrained"])
     assert "fine-grained ITM acc" in table and "fine-grained ITC acc" in table
     assert {"pointing", "energy", "box_fraction"} <= set(res["heldout"]["grounding"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         eval_main(["--checkpoint", str(out), "--set", "train.steps=3"])
-    with pytest.raises(SystemExit):
+    assert exc.value.code == 2 and "only overrides eval.* fields" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
         train_main(["--set", "train.nope=1"])
+    assert exc.value.code == 2 and "unknown field 'nope'" in capsys.readouterr().err
 
 
 def test_inference_api(tmp_path):

@@ -28,7 +28,15 @@ def test_records_throughput_and_losses(bench, tmp_path, capsys):
     assert (tmp_path / path.name.replace(".json", ".md")).read_text() in capsys.readouterr().out
 
 
-def test_rejects_bad_arguments(bench):
-    for argv in (["--steps", "0"], ["--steps", "5", "--warmup", "5"], ["--batch-size", "0"]):
-        with pytest.raises(SystemExit):
-            bench.parse_args(argv)
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--steps", "5", "--warmup", "5"], "--warmup must lie in [0, --steps)"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_rejects_bad_arguments(bench, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -32,7 +32,7 @@ def test_save_failure_keeps_previous_file(tmp_path):
         def __reduce__(self):
             raise RuntimeError("cannot pickle")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="cannot pickle"):
         save_checkpoint({"v": Boom()}, path)
     assert torch.equal(load_checkpoint(path)["v"], torch.ones(2))
     assert sorted(os.listdir(tmp_path)) == ["step_1.pt"]
