@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -19,11 +20,67 @@ def test_source_tree_has_required_top_level_folders() -> None:
 
 
 def test_installed_import_maps_kernels_and_models_under_maskmm() -> None:
-    import maskmm.kernels
-    import maskmm.models
+    import maskmm.kernels.attention
+    import maskmm.models.mamo
 
-    assert Path(maskmm.kernels.__file__).parent.name == "kernels"
-    assert Path(maskmm.models.__file__).parent.name == "models"
+    assert Path(maskmm.kernels.attention.__file__).parent == ROOT / "kernels" / "attention"
+    assert Path(maskmm.models.mamo.__file__).parent == ROOT / "models" / "mamo"
+
+
+def _throwaway_distribution(site: Path, name: str) -> None:
+    """A minimal installed distribution providing a regular top-level package ``name``."""
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text(f"ORIGIN = 'installed {name}'\n")
+    info = site / f"{name}-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n")
+    (info / "top_level.txt").write_text(f"{name}\n")
+
+
+_PROBE = (
+    "import kernels, models, maskmm.kernels.attention, maskmm.models.mamo; "
+    "print(kernels.ORIGIN); print(models.ORIGIN)"
+)
+
+
+@pytest.mark.parametrize("how", ["python -c", "python -m", "python -m pytest"])
+def test_checkout_never_shadows_installed_kernels_or_models(tmp_path: Path, how: str) -> None:
+    """From the repository root (first on ``sys.path`` for ``-c`` and ``-m``), ``import kernels`` and
+    ``import models`` find installed distributions of those names, not the repository's folders,
+    while ``maskmm.kernels.attention`` and ``maskmm.models.mamo`` still import."""
+    site = tmp_path / "site"
+    for name in ("kernels", "models"):
+        _throwaway_distribution(site, name)
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    if how == "python -c":
+        cmd = [sys.executable, "-c", _PROBE]
+    elif how == "python -m":
+        (probe_dir / "shadow_probe.py").write_text(_PROBE.replace("; ", "\n") + "\n")
+        cmd = [sys.executable, "-m", "shadow_probe"]
+    else:
+        test = probe_dir / "test_shadow_probe.py"
+        test.write_text(
+            "def test_probe():\n"
+            "    import kernels, models, maskmm.kernels.attention, maskmm.models.mamo\n"
+            "    assert kernels.ORIGIN == 'installed kernels', kernels.__file__\n"
+            "    assert models.ORIGIN == 'installed models', models.__file__\n"
+        )
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", os.devnull, str(test)]
+    # the throwaway site comes after the repository root, as site-packages does
+    path = os.pathsep.join([str(site), str(probe_dir)])
+    env = {**os.environ, "PYTHONPATH": path}
+    probe = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    if how != "python -m pytest":
+        assert probe.stdout.split() == ["installed", "kernels", "installed", "models"], probe.stdout
+
+
+def test_repository_kernels_and_models_folders_are_not_packages() -> None:
+    """The mechanism behind the test above: without ``__init__.py`` the folders are at most
+    namespace portions, which lose to any regular package on ``sys.path`` (PEP 420)."""
+    for folder in ("kernels", "models"):
+        assert not (ROOT / folder / "__init__.py").exists(), folder
 
 
 @pytest.mark.slow

@@ -1,1 +1,0 @@
-"""Reference models assembled from maskmm parts (importable as ``maskmm.models``)."""
