@@ -7,11 +7,19 @@ from __future__ import annotations
 
 from .amp import autocast, resolve_amp_dtype
 from .checkpoint import (
+    CheckpointError,
+    CheckpointIntegrityWarning,
+    CheckpointSaveError,
     capture_rng_state,
+    checkpoint_record_path,
+    clean_stale_temporaries,
     latest_checkpoint,
+    latest_intact_checkpoint,
     load_checkpoint,
+    prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
+    verify_checkpoint,
 )
 from .ddp import (
     DistInfo,
@@ -26,6 +34,7 @@ from .ddp import (
 )
 from .grads import clip_grad_norm, split_microbatches
 from .logger import MetricsLogger, read_metrics, to_python
+from .metrics_file import truncate_metrics
 from .optim import DEFAULT_NO_DECAY, build_adamw, param_groups
 from .plot import plot_metrics, plot_rows, select_plot_keys
 from .progress import ProgressBar
@@ -34,6 +43,9 @@ from .schedule import linear_ramp, warmup_cosine, warmup_cosine_scheduler
 
 __all__ = [
     "DEFAULT_NO_DECAY",
+    "CheckpointError",
+    "CheckpointIntegrityWarning",
+    "CheckpointSaveError",
     "DistInfo",
     "MetricsLogger",
     "ProgressBar",
@@ -42,16 +54,20 @@ __all__ = [
     "barrier",
     "build_adamw",
     "capture_rng_state",
+    "checkpoint_record_path",
+    "clean_stale_temporaries",
     "cleanup_distributed",
     "clip_grad_norm",
     "init_distributed",
     "latest_checkpoint",
+    "latest_intact_checkpoint",
     "linear_ramp",
     "load_checkpoint",
     "maybe_no_sync",
     "param_groups",
     "plot_metrics",
     "plot_rows",
+    "prune_checkpoints",
     "read_metrics",
     "reduce_mean",
     "resolve_amp_dtype",
@@ -62,7 +78,9 @@ __all__ = [
     "select_plot_keys",
     "split_microbatches",
     "to_python",
+    "truncate_metrics",
     "unwrap",
+    "verify_checkpoint",
     "warmup_cosine",
     "warmup_cosine_scheduler",
 ]

@@ -35,7 +35,7 @@ def test_save_failure_keeps_previous_file(tmp_path):
     with pytest.raises(RuntimeError, match="cannot pickle"):
         save_checkpoint({"v": Boom()}, path)
     assert torch.equal(load_checkpoint(path)["v"], torch.ones(2))
-    assert sorted(os.listdir(tmp_path)) == ["step_1.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["step_1.pt", "step_1.pt.sha256"]
 
 
 def test_latest_checkpoint(tmp_path):
