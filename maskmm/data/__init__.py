@@ -6,9 +6,12 @@
   :class:`TarShardDataset` (WebDataset-style tar shards).
 - Tokenizers (:class:`WordTokenizer`, :class:`HFTokenizer`) and :class:`ImageTextCollator`.
 - Tensor image transforms (:mod:`maskmm.data.transforms`) and seeding helpers.
+- Skip counts of the real-data readers (:mod:`maskmm.data.skips`): :data:`SKIP_REASONS`,
+  :func:`pop_skip_counts`, :func:`skip_counts`.
 
 Items are dicts with ``image`` (``float32 [3, H, W]`` in ``[0, 1]``), ``caption``,
-``image_id`` and ``index``; the collator turns a list of them into a batch.
+``image_id`` and ``index`` (the real-data readers add ``skipped``); the collator turns a list of
+them into a batch.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .json_dataset import JsonCaptionDataset
 from .procedural import ShapesDataset, render_scene
 from .scenes import Scene, SceneObject
 from .seeding import item_generator, seed_worker
+from .skips import SKIP_KEY_PREFIX, SKIP_REASONS, pop_skip_counts, skip_counts
 from .tar_dataset import TarShardDataset, expand_shards
 from .tokenizers import TokenizedText, WordTokenizer
 from .transforms import (
@@ -43,6 +47,8 @@ __all__ = [
     "DISTRACTOR_ATTRIBUTES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SKIP_KEY_PREFIX",
+    "SKIP_REASONS",
     "CaptionSpec",
     "Compose",
     "FineGrainedSet",
@@ -68,6 +74,8 @@ __all__ = [
     "expand_shards",
     "item_generator",
     "make_distractors",
+    "pop_skip_counts",
     "render_scene",
     "seed_worker",
+    "skip_counts",
 ]

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import torch
 
+from .skips import SKIP_KEY_PREFIX, sum_item_skips
 from .tokenizers import TokenizedText
 
 __all__ = ["ImageTextCollator", "Tokenizer"]
@@ -40,8 +41,14 @@ class ImageTextCollator:
     - with boxes (built-in data): ``boxes float32 [B, M, 4]``, ``box_valid bool [B, M]`` and
       ``phrase_spans int64 [B, M, 2]`` (word spans; with one token per word the tokens are
       ``start + 1 .. end``), ``M`` the most objects in the batch, padding rows zero / ``False``.
+    - ``skipped/<reason>``: ``int64`` 0-dim, for every reason of
+      :data:`~maskmm.data.skips.SKIP_REASONS`: the sum of the items' ``"skipped"`` counts (records
+      the readers skipped while producing these items; zero for items without such counts).
+      :func:`~maskmm.data.skips.pop_skip_counts` turns them into ``{reason: int}`` and removes them.
 
     Items' ``"caption"`` must be a ``str``; use the retrieval set builder for lists of captions.
+    Captions that are not valid Unicode are repaired by the tokenizers (lone surrogates become
+    U+FFFD) instead of failing the batch.
     """
 
     def __init__(self, tokenizer: Tokenizer, max_len: int, padding: str = "longest") -> None:
@@ -73,6 +80,7 @@ class ImageTextCollator:
                     f"items[{i}]['image'] has shape {list(img.shape)} {img.dtype} but items[0]['image'] has "
                     f"{list(ref.shape)} {ref.dtype}; resize images to one size before collating"
                 )
+        skipped = sum_item_skips(items)
         tok = self.tokenizer([it["caption"] for it in items], self.max_len, self.padding)
         batch = {
             "images": torch.stack([it["image"] for it in items]),
@@ -95,4 +103,6 @@ class ImageTextCollator:
                 if "phrase_spans" in it:
                     spans[i, :n] = it["phrase_spans"]
             batch.update(boxes=boxes, box_valid=valid, phrase_spans=spans)
+        for reason, n in skipped.items():
+            batch[SKIP_KEY_PREFIX + reason] = torch.tensor(n, dtype=torch.long)
         return batch

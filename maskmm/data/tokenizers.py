@@ -27,7 +27,7 @@ import torch
 from .grammar import grammar_words
 from .vocab import ShapesConfig
 
-__all__ = ["SPECIAL_TOKENS", "TokenizedText", "WordTokenizer", "check_texts"]
+__all__ = ["SPECIAL_TOKENS", "TokenizedText", "WordTokenizer", "check_texts", "clean_text", "is_valid_text"]
 
 #: Special tokens of :class:`WordTokenizer`, with ids 0..4 in this order.
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
@@ -42,8 +42,32 @@ class TokenizedText(NamedTuple):
     word_ids: torch.Tensor
 
 
+def is_valid_text(text: str) -> bool:
+    """Whether ``text`` is valid Unicode text, i.e. encodable as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def clean_text(text: str) -> str:
+    """``text`` made encodable as UTF-8: surrogate pairs are joined, lone surrogates become U+FFFD.
+
+    A Python ``str`` can hold surrogate code points (``json.loads('"\\ud800"')`` gives one) that
+    no UTF-8 consumer accepts; Hugging Face tokenizers raise on them. Valid text is returned as is.
+    """
+    if is_valid_text(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def check_texts(texts: object, max_len: object, padding: object) -> list[str]:
-    """Validate a batch of texts and the length arguments; return the texts as a list."""
+    """Validate a batch of texts and the length arguments; return the texts as a list.
+
+    Texts that are not valid Unicode are repaired with :func:`clean_text` rather than rejected, so
+    one bad caption cannot stop a training step (the readers already skip such captions).
+    """
     if isinstance(texts, str):
         texts = [texts]
     if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
@@ -52,7 +76,7 @@ def check_texts(texts: object, max_len: object, padding: object) -> list[str]:
         raise ValueError(f"max_len must be an int >= 2 (room for [CLS] and [SEP]), got {max_len!r}")
     if padding not in ("longest", "max_length"):
         raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
-    return list(texts)
+    return [clean_text(t) for t in texts]
 
 
 class WordTokenizer:

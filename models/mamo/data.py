@@ -54,11 +54,18 @@ def image_transform(cfg: MAMOConfig) -> Normalize | None:
 
 
 def build_tokenizer(cfg: MAMOConfig) -> Any:
-    """Word-level tokenizer of the shapes grammar, or a local Hugging Face tokenizer."""
+    """Word-level tokenizer of the shapes grammar, or a local Hugging Face tokenizer.
+
+    Raises ``ValueError`` naming the config field ``data.tokenizer`` when that folder does not hold
+    a usable tokenizer (see :class:`maskmm.data.HFTokenizer` for what it must contain).
+    """
     if cfg.data.tokenizer:
         from maskmm.data.hf_tokenizer import HFTokenizer
 
-        return HFTokenizer(cfg.data.tokenizer)
+        try:
+            return HFTokenizer(cfg.data.tokenizer)
+        except ValueError as e:
+            raise ValueError(f"config field 'data.tokenizer': {e}") from e
     if cfg.data.kind == "shapes":
         return WordTokenizer(shapes_config(cfg))
     raise ValueError(
@@ -67,7 +74,13 @@ def build_tokenizer(cfg: MAMOConfig) -> Any:
 
 
 def build_train_dataset(cfg: MAMOConfig) -> torch.utils.data.Dataset:
-    """The training split of the configured data."""
+    """The training split of the configured data.
+
+    With ``data.kind: json``, unreadable annotations or a dataset in which no record is usable (for
+    example a wrong ``data.image_root``) raise ``ValueError`` naming the config fields and files.
+    Records skipped while loading are in the returned dataset's ``skipped`` counter; those skipped
+    while reading reach the batches (see :mod:`maskmm.data.skips`).
+    """
     if cfg.data.kind == "shapes":
         return ShapesDataset(
             "train",
@@ -76,9 +89,15 @@ def build_train_dataset(cfg: MAMOConfig) -> torch.utils.data.Dataset:
             config=shapes_config(cfg),
             transform=image_transform(cfg),
         )
-    return JsonCaptionDataset(
-        cfg.data.ann_file, cfg.data.image_root, image_size=cfg.data.image_size, transform=image_transform(cfg)
-    )
+    try:
+        return JsonCaptionDataset(
+            cfg.data.ann_file,
+            cfg.data.image_root,
+            image_size=cfg.data.image_size,
+            transform=image_transform(cfg),
+        )
+    except ValueError as e:
+        raise ValueError(f"config fields 'data.ann_file' / 'data.image_root': {e}") from e
 
 
 def build_collate(cfg: MAMOConfig, tokenizer: Any) -> ImageTextCollator:

@@ -188,8 +188,8 @@ def test_tar_reader_errors_and_shard_patterns(tmp_path):
         TarShardDataset(["a.tar"], rank=2, world_size=2)
     with pytest.raises(ValueError, match="rank"):
         TarShardDataset(["a.tar"], rank=0)
-    ds = TarShardDataset([str(tmp_path / "missing.tar")])
-    assert list(ds) == [] and ds.skipped["bad_shard"] == 1
+    with pytest.raises(ValueError, match=r"shard files do not exist, e\.g\. '.*missing\.tar'"):
+        TarShardDataset([str(tmp_path / "missing.tar")])
 
 
 def test_collator_shapes_and_values():

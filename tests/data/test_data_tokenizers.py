@@ -143,7 +143,7 @@ def test_hf_tokenizer_from_local_directory(tmp_path):
 
 
 def test_hf_tokenizer_errors(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="local tokenizer directory"):
+    with pytest.raises(ValueError, match="local tokenizer directory"):
         HFTokenizer(tmp_path / "missing")
     with pytest.raises(TypeError, match="path"):
         HFTokenizer(3)
@@ -152,6 +152,7 @@ def test_hf_tokenizer_errors(tmp_path, monkeypatch):
     import sys
 
     (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "tokenizer.json").write_text("{}")
     monkeypatch.setitem(sys.modules, "transformers", None)  # simulate a missing package
     with pytest.raises(ImportError, match="pip install transformers"):
         HFTokenizer(tmp_path / "dir")
