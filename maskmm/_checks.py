@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "check_bool",
     "check_choice",
+    "check_class_indices",
     "check_floating",
     "check_generator",
     "check_int",
@@ -116,6 +117,26 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return value
+
+
+def check_class_indices(name: str, value: torch.Tensor, num_classes: int, *, allowed: str = "") -> None:
+    """Require every entry of the integer tensor ``value`` to lie in ``[0, num_classes)``.
+
+    Costs one host read (the minimum and maximum together; a synchronisation on CUDA), none for an
+    empty tensor, and is skipped while ``torch.compile`` traces (the read would break the graph).
+    ``allowed`` is appended to the message (e.g. the ignore index the caller removed before).
+
+    Raises:
+        ValueError: naming ``name``, the range and the offending minimum and/or maximum.
+    """
+    if value.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = (int(x) for x in torch.stack((value.min(), value.max())).tolist())
+    if lo >= 0 and hi < num_classes:
+        return
+    got = [f"minimum {lo}"] if lo < 0 else []
+    got += [f"maximum {hi}"] if hi >= num_classes else []
+    raise ValueError(f"{name} must lie in [0, {num_classes}){allowed}, got {' and '.join(got)}")
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:

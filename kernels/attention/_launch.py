@@ -1,6 +1,9 @@
 """Launchers of the attention kernels: layout, bounds, grid and kernel configuration.
 
-Inputs arrive validated (see ``_validate``). ``q``/``k``/``v`` may have any strides with
+Inputs arrive validated (see ``_validate``), except the *values* of a packed call's
+``cu_seqlens``, which may be unchecked (``check_values=False``): the kernels clamp every
+sequence into the rows of the packed tensors (``_rows``), so bad offsets can give wrong
+numbers but never an out-of-bounds read or write. ``q``/``k``/``v`` may have any strides with
 a unit last-dim stride; a tensor whose last dim is strided is copied with
 ``.contiguous()`` first. Outputs and gradients are allocated with ``torch.empty_like``
 (same strides as the input when it is dense), so a ``[B, L, H, D]`` buffer viewed as
@@ -75,6 +78,13 @@ def _upcast(q: Tensor) -> bool:
     return q.device.type == "cpu" and q.dtype == torch.bfloat16
 
 
+def _rows(q: Tensor, k: Tensor, p: AttnProblem) -> tuple[int, int]:
+    """Rows of the packed ``q`` and ``k`` (``[T, H, D]``); the kernels clamp every sequence into them,
+    so offsets in ``cu_q``/``cu_k`` can never address memory outside the tensors. 0 for the padded
+    layout, which does not read them."""
+    return (q.shape[0], k.shape[0]) if p.varlen else (0, 0)
+
+
 def _dummy(p: AttnProblem) -> Tensor:
     return p.q_bound
 
@@ -110,6 +120,7 @@ def forward(q: Tensor, k: Tensor, v: Tensor, p: AttnProblem) -> tuple[Tensor, Te
         p.heads,
         p.lq,
         p.lk,
+        *_rows(q, k, p),
         p.sm_scale * _LOG2E,
         p.dropout_p,
         p.seed << 32,
@@ -152,7 +163,16 @@ def backward(
         IEEE=q.dtype == torch.float32,
         UPCAST=_upcast(q),
     )
-    scalars = (p.heads, p.lq, p.lk, p.sm_scale, p.sm_scale * _LOG2E, p.dropout_p, p.seed << 32)
+    scalars = (
+        p.heads,
+        p.lq,
+        p.lk,
+        *_rows(q, k, p),
+        p.sm_scale,
+        p.sm_scale * _LOG2E,
+        p.dropout_p,
+        p.seed << 32,
+    )
 
     delta = torch.empty((bh, p.lq), dtype=torch.float32, device=q.device)
     pre_block = 64 if q.device.type == "cuda" else 16
@@ -167,6 +187,7 @@ def backward(
             cu_q,
             p.heads,
             p.lq,
+            _rows(q, k, p)[0],
             HEAD_DIM=p.head_dim,
             BLOCK_D=block_d,
             BLOCK_M=pre_block,

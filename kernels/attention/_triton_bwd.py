@@ -27,6 +27,7 @@ from ._triton_common import (
     _mm,
     _program,
     _recompute_p,
+    _sequence_rows,
     _store_rows,
     _tile_ids,
     _valid,
@@ -47,6 +48,7 @@ def attn_bwd_preprocess_kernel(
     CU_Q,
     H,
     LQ,
+    TQ,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -56,8 +58,7 @@ def attn_bwd_preprocess_kernel(
     b = bh // H
     h = bh % H
     if IS_VARLEN:
-        q_start = tl.load(CU_Q + b)
-        q_rows = tl.minimum(tl.load(CU_Q + b + 1) - q_start, LQ)
+        q_start, q_rows = _sequence_rows(CU_Q, b, LQ, TQ)
     else:
         q_start = b * 0
         q_rows = LQ + b * 0
@@ -113,6 +114,8 @@ def attn_bwd_dkdv_kernel(
     H,
     LQ,
     LK,
+    TQ,
+    TK,
     sm_scale,
     qk_scale,
     dropout_p,
@@ -128,7 +131,7 @@ def attn_bwd_dkdv_kernel(
     UPCAST: tl.constexpr,
 ):
     pid_n, bh, b64, h64, q64, k64, _q_rows, k_rows, q_bound, k_bound = _program(
-        LK, BLOCK_N, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
+        LK, BLOCK_N, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, TQ, TK, IS_VARLEN
     )
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m0 = tl.arange(0, BLOCK_M)
@@ -213,6 +216,8 @@ def attn_bwd_dq_kernel(
     H,
     LQ,
     LK,
+    TQ,
+    TK,
     sm_scale,
     qk_scale,
     dropout_p,
@@ -228,7 +233,7 @@ def attn_bwd_dq_kernel(
     UPCAST: tl.constexpr,
 ):
     pid_m, bh, b64, h64, q64, k64, q_rows, _k_rows, q_bound, k_bound = _program(
-        LQ, BLOCK_M, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
+        LQ, BLOCK_M, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, TQ, TK, IS_VARLEN
     )
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)

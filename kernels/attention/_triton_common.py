@@ -68,6 +68,8 @@ def _program(
     K_BOUND,
     LQ,
     LK,
+    TQ,
+    TK,
     IS_VARLEN: tl.constexpr,
 ):
     """What an attention program works on, from a 1-D grid that tiles ``LENGTH`` by ``BLOCK``.
@@ -75,15 +77,14 @@ def _program(
     Returns ``(tile index, b * H + h, b, h, first q row, first k row, q rows present,
     k rows present, q bound, k bound)``, ``b`` to the first rows as int64. ``bound`` = number of
     leading rows that may hold a valid query/key: everything at or beyond it is skipped.
+    ``TQ``/``TK``: rows of the packed q / k tensors (read only with ``IS_VARLEN``).
     """
     pid, bh = _tile_ids(LENGTH, BLOCK)
     b = bh // H
     h = bh % H
     if IS_VARLEN:
-        q_start = tl.load(CU_Q + b)
-        k_start = tl.load(CU_K + b)
-        q_rows = tl.minimum(tl.load(CU_Q + b + 1) - q_start, LQ)
-        k_rows = tl.minimum(tl.load(CU_K + b + 1) - k_start, LK)
+        q_start, q_rows = _sequence_rows(CU_Q, b, LQ, TQ)
+        k_start, k_rows = _sequence_rows(CU_K, b, LK, TK)
     else:
         q_start = b * 0
         k_start = b * 0
@@ -94,6 +95,20 @@ def _program(
     b64 = b.to(tl.int64)
     h64 = h.to(tl.int64)
     return pid, bh, b64, h64, q_start.to(tl.int64), k_start.to(tl.int64), q_rows, k_rows, q_bound, k_bound
+
+
+@triton.jit
+def _sequence_rows(CU, b, MAX_LEN, TOTAL):
+    """``(first row, rows present)`` of packed sequence ``b``: rows ``[CU[b], CU[b + 1])``, at most
+    ``MAX_LEN`` of them.
+
+    Both ends are clamped into ``[0, TOTAL]`` (``TOTAL`` = rows of the packed tensor) and the end to
+    at least the start, so every row a program touches exists whatever ``CU`` holds: offsets that
+    break the ``cu_seqlens`` contract give wrong numbers, never an out-of-bounds access.
+    """
+    start = tl.minimum(tl.maximum(tl.load(CU + b), 0), TOTAL)
+    end = tl.minimum(tl.maximum(tl.load(CU + b + 1), start), TOTAL)
+    return start, tl.minimum(end - start, MAX_LEN)
 
 
 @triton.jit

@@ -54,6 +54,8 @@ def attn_fwd_kernel(
     H,
     LQ,
     LK,
+    TQ,
+    TK,
     qk_scale,
     dropout_p,
     seed_key,
@@ -69,7 +71,7 @@ def attn_fwd_kernel(
     UPCAST: tl.constexpr,
 ):
     pid_m, bh, b64, h64, q64, k64, q_rows, _k_rows, q_bound, k_bound = _program(
-        LQ, BLOCK_M, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, IS_VARLEN
+        LQ, BLOCK_M, H, CU_Q, CU_K, Q_BOUND, K_BOUND, LQ, LK, TQ, TK, IS_VARLEN
     )
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)

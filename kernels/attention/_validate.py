@@ -23,6 +23,7 @@ __all__ = [
     "raise_first",
     "triton_unsupported_reasons",
     "varlen_problems",
+    "varlen_value_problems",
 ]
 
 Problem = tuple[type[Exception], str]
@@ -280,6 +281,75 @@ def varlen_problems(
         out.append((ValueError, "dropout needs max_seqlen_q * max_seqlen_k < 2**31 (per-head offsets)"))
     if not out:
         out += _environment_problems(q)
+    return out
+
+
+def varlen_value_problems(
+    cu_seqlens_q: Tensor,
+    cu_seqlens_k: Tensor,
+    rows_q: int,
+    rows_k: int,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    *,
+    exact_ends: bool,
+) -> list[Problem]:
+    """Problems with the *values* of a packed call's ``cu_seqlens`` (their structure already checked:
+    int32/int64 ``[B + 1]`` each, same shape).
+
+    Sequence ``b`` holds rows ``[cu[b], cu[b + 1])`` of the packed tensor (``rows_q`` rows for
+    ``q``, ``rows_k`` for ``k``/``v``). Both must be non-decreasing, with no sequence longer than
+    its ``max_seqlen`` (a larger ``max_seqlen`` is fine). ``exact_ends=True``: ``cu[0] == 0`` and
+    ``cu[-1] ==`` the row count (the tensors hold the sequences and nothing else); otherwise
+    ``cu[0] >= 0`` and ``cu[-1] <=`` the row count.
+
+    Cost: one device-to-host copy of both tensors together (``2 * (B + 1)`` integers; on CUDA,
+    a synchronisation). The checks themselves run on that host copy.
+    """
+    host = torch.stack((cu_seqlens_q.to(torch.int64), cu_seqlens_k.to(torch.int64))).cpu()
+    out: list[Problem] = []
+    sides = (
+        ("cu_seqlens_q", host[0], "q", rows_q, "max_seqlen_q", max_seqlen_q),
+        ("cu_seqlens_k", host[1], "k", rows_k, "max_seqlen_k", max_seqlen_k),
+    )
+    for name, cu, tensor, rows, max_name, max_len in sides:
+        first, last = int(cu[0]), int(cu[-1])
+        if exact_ends and first != 0:
+            out.append((ValueError, f"{name}[0] must be 0, got {first}"))
+        elif first < 0:
+            out.append((ValueError, f"{name}[0] must be >= 0, got {first}"))
+        lengths = cu.diff()
+        falling = (lengths < 0).nonzero()
+        if falling.numel() > 0:
+            i = int(falling[0, 0])
+            out.append(
+                (
+                    ValueError,
+                    f"{name} must be non-decreasing, got {name}[{i + 1}] = {int(cu[i + 1])} < "
+                    f"{name}[{i}] = {int(cu[i])}",
+                )
+            )
+        if exact_ends and last != rows:
+            out.append(
+                (
+                    ValueError,
+                    f"{name}[-1] = {last} but {tensor} has {rows} rows; they must be equal "
+                    f"(every row of {tensor} belongs to one sequence)",
+                )
+            )
+        elif last > rows:
+            out.append(
+                (ValueError, f"{name}[-1] = {last} but {tensor} has {rows} rows; it must be <= {rows}")
+            )
+        if lengths.numel() > 0 and int(lengths.max()) > max_len:
+            b = int(lengths.argmax())
+            out.append(
+                (
+                    ValueError,
+                    f"{max_name} = {max_len} but sequence {b} has {int(lengths[b])} rows "
+                    f"({name}[{b + 1}] - {name}[{b}]); {max_name} must be >= the longest sequence",
+                )
+            )
     return out
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._validate import interpreting, padded_problems, raise_first, varlen_problems
+from ._validate import interpreting, padded_problems, raise_first, varlen_problems, varlen_value_problems
 
 __all__ = [
     "attention_dropout_mask",
@@ -255,10 +255,12 @@ def flash_attention_varlen(
         max_seqlen_q, max_seqlen_k: upper bounds of the lengths. They size the grid and key the
             dropout offsets: with ``Lq = max_seqlen_q`` and ``Lk = max_seqlen_k``, padding the same
             sequences and calling :func:`flash_attention` gives identical results, dropout included.
-        check_values: verify that the ``cu_seqlens`` are non-decreasing, start at >= 0, end within
-            the tensors and respect the max lengths (one host sync; skipped while ``torch.compile``
-            traces). Unchecked, rows beyond
-            ``max_seqlen`` of a sequence are left zero.
+        check_values: verify that each ``cu_seqlens`` is non-decreasing, starts at ``>= 0``, ends
+            within its tensor (``cu[-1] <= T``) and holds no sequence longer than its ``max_seqlen``
+            (one host read of both ``cu_seqlens`` together, a sync on CUDA; skipped while
+            ``torch.compile`` traces). Unchecked values that break these rules give unspecified
+            numbers but never an out-of-bounds access: the kernels clamp every sequence into the
+            rows of ``q`` / ``k``; rows beyond ``max_seqlen`` of a sequence are left zero.
         scale, dropout_p, seed, block_m, block_n: as in :func:`flash_attention`.
 
     Returns:
@@ -281,17 +283,17 @@ def flash_attention_varlen(
     )
     _check_blocks(block_m, block_n)
     if check_values and not torch.compiler.is_compiling():
-        for name, cu, total, max_len in (
-            ("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q),
-            ("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k),
-        ):
-            lengths = cu.diff()
-            bad = (cu[0] < 0) | (cu[-1] > total) | (lengths < 0).any() | (lengths > max_len).any()
-            if bool(bad):
-                raise ValueError(
-                    f"{name} must be non-decreasing from >= 0, end at <= {total} and hold lengths <= "
-                    f"{max_len}, got {cu}"
-                )
+        raise_first(
+            varlen_value_problems(
+                cu_seqlens_q,
+                cu_seqlens_k,
+                q.shape[0],
+                k.shape[0],
+                max_seqlen_q,
+                max_seqlen_k,
+                exact_ends=False,
+            )
+        )
 
     return _apply(
         q,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from maskmm._checks import (
+    check_bool,
     check_floating,
     check_generator,
     check_int,
@@ -221,6 +222,17 @@ def _check_cu(name: str, cu: object, batch_plus_one: int | None) -> Tensor:
     return t
 
 
+def _check_cu_values(cu_q: Tensor, cu_k: Tensor, q: Tensor, k: Tensor, max_q: int, max_k: int) -> None:
+    """Raise ``ValueError`` naming the argument unless the ``cu_seqlens`` describe ``q`` and ``k`` exactly.
+
+    One host read of both ``cu_seqlens`` together (see ``varlen_value_problems``).
+    """
+    from maskmm.kernels.attention._validate import raise_first, varlen_value_problems
+
+    problems = varlen_value_problems(cu_q, cu_k, q.shape[0], k.shape[0], max_q, max_k, exact_ends=True)
+    raise_first(problems)
+
+
 def masked_attention_varlen(
     q: Tensor,
     k: Tensor,
@@ -234,20 +246,37 @@ def masked_attention_varlen(
     scale: float | None = None,
     backend: str = "auto",
     generator: torch.Generator | None = None,
+    check_values: bool = True,
 ) -> Tensor:
     """Attention over packed variable-length sequences.
 
     Args:
         q: ``[Tq, H, D]``; k: ``[Tk, H, D]``; v: ``[Tk, H, Dv]``: the tokens of ``B``
             sequences back to back; sequence ``b`` attends only within itself.
-        cu_seqlens_q, cu_seqlens_k: ``int32 [B + 1]`` (int64 accepted) cumulative starts,
-            ``cu[0] = 0``, ``cu[B] = T``.
-        max_seqlen_q, max_seqlen_k: upper bounds of the per-sequence lengths (not checked
-            against the tensors: that would need a host sync).
+        cu_seqlens_q, cu_seqlens_k: ``int32 [B + 1]`` (int64 accepted) cumulative starts on
+            the device of ``q``: sequence ``b`` holds rows ``[cu[b], cu[b + 1])``, so ``cu[0] = 0``,
+            ``cu`` is non-decreasing (empty sequences allowed) and ``cu[B]`` is the number of
+            rows (``Tq`` for ``cu_seqlens_q``, ``Tk`` for ``cu_seqlens_k``).
+        max_seqlen_q, max_seqlen_k: at least the longest query / key sequence. A larger value
+            is allowed (e.g. a fixed bound that keeps shapes static): it sizes the padded
+            layout (or the kernel's grid) and the positions dropout is drawn over, and the
+            extra positions are padding.
         dropout_p, scale, backend, generator: as in :func:`masked_attention`.
+        check_values: verify the values above on every backend before anything runs: one
+            host read of ``cu_seqlens_q`` and ``cu_seqlens_k`` together (``2 * (B + 1)``
+            integers; a synchronisation on CUDA), skipped while ``torch.compile`` traces.
+            Pass ``False`` where the caller built or checked them already (e.g. a training
+            loop that computes ``cu_seqlens`` itself): nothing is read then, and values that
+            break the rules give unspecified numbers but never an out-of-bounds access
+            (every backend keeps its reads and writes inside ``q``, ``k``, ``v`` and the output).
 
     Returns:
         ``[Tq, H, Dv]``. A query whose sequence has no key gets a zero row (zero gradient).
+
+    Raises:
+        TypeError / ValueError naming the argument for bad input (with ``check_values``, e.g.
+        ``cu_seqlens_q[-1] = 40 but q has 37 rows``); ValueError listing the reasons when the
+        named backend cannot run the call.
 
     The ``triton`` backend runs the packed layout natively; every other backend runs on the
     equivalent padded batch (index ops, no host sync) and the result is re-packed, so
@@ -260,6 +289,8 @@ def masked_attention_varlen(
     max_q = check_int("max_seqlen_q", max_seqlen_q)
     max_k = check_int("max_seqlen_k", max_seqlen_k)
     dropout_p, scale, backend = _check_options(dropout_p, scale, backend, generator, q.device)
+    if check_bool("check_values", check_values) and not torch.compiler.is_compiling():
+        _check_cu_values(cu_q, cu_k, q, k, max_q, max_k)
 
     triton = BACKENDS["triton"]
     if backend in ("auto", "triton") and q.numel() > 0 and k.numel() > 0:
@@ -274,8 +305,8 @@ def masked_attention_varlen(
             )
 
     batch = cu_q.shape[0] - 1
-    sample_q, pos_q = packed_positions(cu_q, q.shape[0])
-    sample_k, pos_k = packed_positions(cu_k, k.shape[0])
+    sample_q, pos_q = packed_positions(cu_q, q.shape[0], max_q)
+    sample_k, pos_k = packed_positions(cu_k, k.shape[0], max_k)
     qp = pad_packed(q, sample_q, pos_q, batch, max_q)
     kp = pad_packed(k, sample_k, pos_k, batch, max_k)
     vp = pad_packed(v, sample_k, pos_k, batch, max_k)

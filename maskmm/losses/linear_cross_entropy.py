@@ -16,7 +16,15 @@ import math
 import torch
 from torch import Tensor
 
-from maskmm._checks import check_floating, check_int, check_ratio, check_same_device, check_tensor
+from maskmm._checks import (
+    check_bool,
+    check_class_indices,
+    check_floating,
+    check_int,
+    check_ratio,
+    check_same_device,
+    check_tensor,
+)
 
 __all__ = ["fused_linear_cross_entropy"]
 
@@ -122,6 +130,7 @@ def fused_linear_cross_entropy(
     alpha: float = 0.0,
     label_smoothing: float = 0.0,
     chunk_size: int | None = None,
+    check_values: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Summed cross-entropy of ``x @ weight.T + bias`` against ``target``, computed in row chunks.
 
@@ -139,11 +148,19 @@ def fused_linear_cross_entropy(
         alpha: weight of the soft term, in ``[0, 1]``.
         label_smoothing: in ``[0, 1)``.
         chunk_size: rows per chunk; default keeps a chunk of fp32 logits near 4M elements.
+        check_values: verify ``0 <= target < V`` (one host read of the minimum and maximum of
+            ``target``; a synchronisation on CUDA; skipped while ``torch.compile`` traces). Pass
+            ``False`` only for targets checked already: an out-of-range target is an index error
+            on CPU and a device-side assert on CUDA.
 
     Returns:
         ``(loss_sum, num_correct)``: fp32 scalars (fp64 for fp64 inputs); ``loss_sum`` is the *sum* over rows
         (differentiable w.r.t. ``x``, ``weight``, ``bias``); ``num_correct`` counts rows
         whose arg-max logit equals ``target`` (no gradient). ``M = 0`` gives zeros.
+
+    Raises:
+        TypeError / ValueError naming the argument; with ``check_values``, ``ValueError`` for a
+        ``target`` outside ``[0, V)``.
     """
     check_floating("x", x, ndim=2)
     m, d = x.shape
@@ -161,6 +178,8 @@ def fused_linear_cross_entropy(
         raise ValueError(f"soft_targets [M, V] are required when alpha > 0, got alpha={alpha}")
     check_same_device(x=x, weight=weight, target=target, bias=bias, soft_targets=soft_targets)
     chunk_size = _auto_chunk(m, v) if chunk_size is None else check_int("chunk_size", chunk_size, minimum=1)
+    if check_bool("check_values", check_values):
+        check_class_indices("target", target, v, allowed=f" (V = {v}, the rows of weight)")
     if alpha == 0.0:
         soft_targets = None
     return _FusedLinearCrossEntropy.apply(

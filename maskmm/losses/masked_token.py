@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from maskmm._checks import (
     check_bool,
+    check_class_indices,
     check_floating,
     check_int,
     check_ratio,
@@ -20,6 +21,12 @@ from maskmm.losses.linear_cross_entropy import fused_linear_cross_entropy
 from maskmm.losses.types import LossOutput, _acc_dtype, _stat
 
 __all__ = ["MaskedTokenLoss", "masked_token_loss"]
+
+
+def _check_labels(selected: Tensor, vocab: int, source: str, ignore_index: int) -> None:
+    """``selected``: the labels at scored positions (``!= ignore_index``); one host read."""
+    allowed = f" (V = {vocab}, the {source}) or equal ignore_index = {ignore_index}"
+    check_class_indices("labels", selected, vocab, allowed=allowed)
 
 
 def masked_token_loss(
@@ -43,7 +50,8 @@ def masked_token_loss(
 
     Args:
         hidden: ``[B, L, D]`` states.
-        labels: ``long [B, L]``: target id at masked positions, ``ignore_index`` elsewhere.
+        labels: ``long [B, L]``: target id in ``[0, V)`` at masked positions, ``ignore_index``
+            elsewhere; any other value raises ``ValueError``.
         head: a callable ``[M, D] -> [M, V]`` (e.g. a prediction head), **or** a weight
             tensor ``[V, D]`` (then ``bias`` ``[V]`` may be given): the fused path
             (:func:`~maskmm.losses.fused_linear_cross_entropy`) computes linear +
@@ -61,10 +69,16 @@ def masked_token_loss(
         ``LossOutput``; no masked position gives loss ``0`` (graph-connected, zero grads).
         Stats: ``accuracy`` (arg-max = label, over masked rows), ``num_masked``.
 
+    Raises:
+        TypeError / ValueError naming the argument, e.g. ``labels`` holding a value that is
+        neither ``ignore_index`` nor a class id in ``[0, V)``.
+
     Note:
         Selecting the masked rows has a data-dependent size, so on CUDA it waits for
         the mask count (one host synchronisation); that is the price of running the
-        head on masked rows only.
+        head on masked rows only. Checking the selected labels against ``V`` reads their
+        minimum and maximum (one more small host read, made once ``V`` is known: before
+        the fused path, after a callable head; skipped while ``torch.compile`` traces).
     """
     check_floating("hidden", hidden, ndim=3)
     b, seq, d = hidden.shape
@@ -117,6 +131,7 @@ def masked_token_loss(
     if fused:
         if q is not None and q.shape[1] != head.shape[0]:
             raise ValueError(f"soft_targets must have V={head.shape[0]} columns, got {q.shape[1]}")
+        _check_labels(y, head.shape[0], "rows of head", ignore_index)
         total, correct = fused_linear_cross_entropy(
             x,
             head,
@@ -126,11 +141,13 @@ def masked_token_loss(
             alpha=alpha,
             label_smoothing=label_smoothing,
             chunk_size=chunk_size,
+            check_values=False,  # checked just above, under the name of this function's argument
         )
     else:
         logits = head(x).to(acc)
         if logits.dim() != 2 or logits.shape[0] != m:
             raise ValueError(f"head must map [M, D] to [M, V] (M={m}), got {list(logits.shape)}")
+        _check_labels(y, logits.shape[1], "columns of the head's output", ignore_index)
         total = (1.0 - alpha) * F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing)
         if q is not None:
             if q.shape[1] != logits.shape[1]:

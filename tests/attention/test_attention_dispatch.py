@@ -7,6 +7,7 @@ on random masks with fully masked rows, length-1 sequences, cross attention and 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -344,6 +345,154 @@ def test_varlen_bad_input():
         masked_attention_varlen(x, x, x, cu, cu, 3, -1)
     with pytest.raises(ValueError, match=r"q must have shape \[T, H, D\]"):
         masked_attention_varlen(x[None], x, x, cu, cu, 3, 3)
+
+
+ALL_BACKENDS = ["auto", "reference", "sdpa", "flex", "triton", "xformers"]
+
+
+def _skip_unless_runs_on_cpu(backend):
+    if backend == "auto" or backend in available_backends("cpu"):
+        return
+    q = torch.zeros(1, 1, 16, 16)
+    pytest.skip(f"{backend} does not run on this machine: {'; '.join(explain(q, q, q)[backend])}")
+
+
+def _i32(*values):
+    return torch.tensor(values, dtype=torch.int32)
+
+
+def _packed(rows_q=37, rows_k=37, seed=4, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(rows_q, 2, 16, generator=g)
+    k, v = (torch.randn(rows_k, 2, 16, generator=g) for _ in range(2))
+    return [t.requires_grad_(requires_grad) for t in (q, k, v)]
+
+
+def _varlen_reference(q, k, v, cu_q, cu_k):
+    """Float64 ``[Tq, H, D]``: each sequence attends within itself (zeros without keys)."""
+    out = torch.zeros(q.shape, dtype=torch.float64)
+    for b in range(cu_q.shape[0] - 1):
+        rows = slice(int(cu_q[b]), int(cu_q[b + 1]))
+        keys = slice(int(cu_k[b]), int(cu_k[b + 1]))
+        if keys.stop > keys.start:
+            seqs = (t.detach().transpose(0, 1)[None] for t in (q[rows], k[keys], v[keys]))
+            out[rows] = plain_attention(*seqs)[0].transpose(0, 1)
+    return out
+
+
+CU_37 = _i32(0, 20, 37)  # two sequences (20 and 17 rows) filling 37 rows
+# (id, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, words of the error); q, k, v have 37 rows
+VARLEN_VALUE_CASES = [
+    ("q-ends-past-rows", _i32(0, 20, 40), CU_37, 20, 20, "cu_seqlens_q[-1] = 40 but q has 37 rows"),
+    ("k-ends-before-rows", CU_37, _i32(0, 20, 30), 20, 20, "cu_seqlens_k[-1] = 30 but k has 37 rows"),
+    (
+        "k-int64-ends-far-past-rows",
+        CU_37.long(),
+        torch.tensor([0, 20, 2**40]),
+        20,
+        20,
+        f"cu_seqlens_k[-1] = {2**40} but k has 37 rows",
+    ),
+    ("q-starts-late", _i32(3, 20, 37), CU_37, 20, 20, "cu_seqlens_q[0] must be 0, got 3"),
+    ("k-starts-negative", CU_37, _i32(-4, 20, 37), 20, 24, "cu_seqlens_k[0] must be 0, got -4"),
+    (
+        "q-decreasing",
+        _i32(0, 25, 20, 37),
+        _i32(0, 10, 20, 37),
+        25,
+        17,
+        "cu_seqlens_q must be non-decreasing, got cu_seqlens_q[2] = 20 < cu_seqlens_q[1] = 25",
+    ),
+    (
+        "k-decreasing",
+        _i32(0, 10, 20, 37),
+        _i32(0, 30, 5, 37),
+        17,
+        32,
+        "cu_seqlens_k must be non-decreasing, got cu_seqlens_k[2] = 5 < cu_seqlens_k[1] = 30",
+    ),
+    ("max-q-too-small", CU_37, CU_37, 8, 20, "max_seqlen_q = 8 but sequence 0 has 20 rows"),
+    ("max-k-too-small", CU_37, _i32(0, 17, 37), 20, 19, "max_seqlen_k = 19 but sequence 1 has 20 rows"),
+]
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("case", VARLEN_VALUE_CASES, ids=[c[0] for c in VARLEN_VALUE_CASES])
+def test_varlen_bad_values_raise_naming_the_argument(case, backend):
+    _skip_unless_runs_on_cpu(backend)
+    _, cu_q, cu_k, max_q, max_k, words = case
+    q, k, v = _packed()
+    with pytest.raises(ValueError) as info:
+        masked_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, backend=backend)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "flex"])
+@pytest.mark.parametrize("case", VARLEN_VALUE_CASES, ids=[c[0] for c in VARLEN_VALUE_CASES])
+def test_varlen_unchecked_bad_values_stay_inside_the_tensors(case, backend):
+    """``check_values=False``: bad offsets give some numbers, never an index error (the Triton
+    backend is covered by a subprocess test in test_attention_triton_backend.py)."""
+    _, cu_q, cu_k, max_q, max_k, _ = case
+    q, k, v = _packed(requires_grad=backend != "flex")  # FlexAttention has no CPU backward
+    out = masked_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, backend=backend, check_values=False)
+    assert out.shape == q.shape and torch.isfinite(out).all()
+    if backend != "flex":
+        out.sum().backward()
+        assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_varlen_valid_inputs_match_reference_on_every_backend(backend):
+    """Exact and larger ``max_seqlen`` (allowed: more padding), checked and unchecked, agree with
+    the float64 per-sequence definition."""
+    _skip_unless_runs_on_cpu(backend)
+    q, k, v = _packed(rows_q=12, rows_k=15)
+    cu_q, cu_k = _i32(0, 5, 5, 12), _i32(0, 4, 15, 15)  # an empty query and an empty key sequence
+    ref = _varlen_reference(q, k, v, cu_q, cu_k)
+    for max_q, max_k, check in ((7, 11, True), (9, 16, True), (7, 11, False)):
+        out = masked_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, backend=backend, check_values=check)
+        torch.testing.assert_close(out.double(), ref, **TOL[torch.float32])
+    out = masked_attention_varlen(q, k, v, cu_q.long(), cu_k.long(), 7, 11, backend=backend)
+    torch.testing.assert_close(out.double(), ref, **TOL[torch.float32])
+    assert torch.equal(out[5:], torch.zeros_like(out[5:]))  # sequence 2 has no keys
+
+
+def test_varlen_reads_the_offsets_once_and_not_at_all_unchecked(monkeypatch):
+    import maskmm.kernels.attention._validate as validate
+
+    calls = []
+    real = validate.varlen_value_problems
+
+    def counting(*args, **kwargs):
+        calls.append(args[:2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validate, "varlen_value_problems", counting)
+    q, k, v = _packed()
+    masked_attention_varlen(q, k, v, CU_37, CU_37, 20, 20, backend="sdpa")
+    assert len(calls) == 1
+    masked_attention_varlen(q, k, v, CU_37, CU_37, 20, 20, backend="sdpa", check_values=False)
+    assert len(calls) == 1
+    with pytest.raises(TypeError, match="check_values"):
+        masked_attention_varlen(q, k, v, CU_37, CU_37, 20, 20, check_values=1)
+
+
+@pytest.mark.gpu
+def test_varlen_value_check_is_one_host_sync_on_cuda():
+    q, k, v = (t.cuda() for t in _packed())
+    cu = CU_37.cuda()
+    syncs = []
+    for check in (False, True):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                masked_attention_varlen(q, k, v, cu, cu, 20, 20, backend="sdpa", check_values=check)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        syncs.append(sum("synchronizing" in str(w.message) for w in record))
+    assert syncs[1] - syncs[0] == 1, syncs
 
 
 def test_auto_order_per_device_and_mask():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -110,6 +112,53 @@ def test_triton_varlen_native_equals_padded_sdpa():
     ref = masked_attention_varlen(q, k, v, cu_q, cu_k, 4, 4, backend="sdpa")
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
     assert torch.equal(out[2:6], torch.zeros_like(out[2:6]))  # sequence 1 has no keys
+
+
+# Run in a fresh interpreter: an out-of-bounds access in a Triton kernel corrupts the heap (aborting
+# the process: ``free(): invalid pointer``) under the CPU interpreter and faults on CUDA.
+_BAD_OFFSETS_SCRIPT = """
+import torch
+from maskmm.attention import masked_attention_varlen
+
+dev = {device!r}
+g = torch.Generator().manual_seed(0)
+q, k, v = (torch.randn(37, 2, 16, generator=g).to(dev).requires_grad_() for _ in range(3))
+
+
+def cu(*values, dtype=torch.int32):
+    return torch.tensor(values, dtype=dtype, device=dev)
+
+
+try:
+    masked_attention_varlen(q, k, v, cu(0, 20, 40), cu(0, 20, 37), 20, 20, backend="triton")
+except ValueError as exc:
+    print("raised:", exc)
+unchecked = [
+    (cu(0, 20, 40), cu(0, 20, 37), 20, 20),  # past the last row
+    (cu(-5, 30, 10**6), cu(0, 37, 37), 40, 40),  # before the first row, far past the last
+    (cu(0, 2**40, -(2**40), dtype=torch.int64), cu(0, 20, 37), 20, 20),  # wraps when cast to int32
+    (cu(0, 20, 37), cu(0, 20, 37), 8, 8),  # sequences longer than max_seqlen
+    (cu(0, 25, 20), cu(0, 37, 0), 30, 40),  # decreasing
+]
+for cu_q, cu_k, max_q, max_k in unchecked:
+    out = masked_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, backend="triton", check_values=False)
+    out.sum().backward()
+    assert out.shape == q.shape and torch.isfinite(out).all()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+print("unchecked calls finished")
+"""
+
+
+def test_triton_varlen_offsets_past_the_tensors_raise_or_stay_inside():
+    """Checked, ``cu_seqlens_q[-1]`` past the rows of q raises; unchecked (``check_values=False``),
+    bad offsets run forward and backward without reading or writing outside the tensors."""
+    script = _BAD_OFFSETS_SCRIPT.format(device=DEVICE)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), timeout=300
+    )
+    assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stdout[-2000:]} {proc.stderr[-3000:]}"
+    assert "raised: cu_seqlens_q[-1] = 40 but q has 37 rows" in proc.stdout
+    assert "unchecked calls finished" in proc.stdout
 
 
 def test_triton_backend_compiles_without_graph_break():

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from maskmm.kernels.attention import (
@@ -143,28 +147,86 @@ VARLEN_CASES = [
         "decreasing",
         (t(7, 2, D), t(7, 2, D), t(7, 2, D), _cu([0, 5, 3]), _cu([0, 3, 7]), 7, 7),
         ValueError,
-        "cu_seqlens_q",
+        "cu_seqlens_q must be non-decreasing, got cu_seqlens_q[2] = 3 < cu_seqlens_q[1] = 5",
+    ),
+    (
+        "negative-start",
+        (t(7, 2, D), t(7, 2, D), t(7, 2, D), _cu([0, 7]), _cu([-2, 7]), 7, 9),
+        ValueError,
+        "cu_seqlens_k[0] must be >= 0, got -2",
     ),
     (
         "beyond-tokens",
         (t(7, 2, D), t(7, 2, D), t(7, 2, D), _cu([0, 7]), _cu([0, 9]), 7, 9),
         ValueError,
-        "cu_seqlens_k",
+        "cu_seqlens_k[-1] = 9 but k has 7 rows; it must be <= 7",
     ),
     (
         "over-max",
         (t(7, 2, D), t(7, 2, D), t(7, 2, D), _cu([0, 7]), _cu([0, 7]), 6, 7),
         ValueError,
-        "cu_seqlens_q",
+        "max_seqlen_q = 6 but sequence 0 has 7 rows (cu_seqlens_q[1] - cu_seqlens_q[0])",
     ),
 ]
 
 
 @pytest.mark.parametrize("case", VARLEN_CASES, ids=[c[0] for c in VARLEN_CASES])
 def test_bad_varlen_inputs_raise(case):
-    _, args, exc, word = case
-    with pytest.raises(exc, match=word):
+    _, args, exc, words = case
+    with pytest.raises(exc) as info:
         flash_attention_varlen(*args)
+    assert words in str(info.value)
+
+
+def test_varlen_rows_outside_every_sequence_are_zero():
+    """The kernel's own contract is looser than the dispatcher's: ``cu[-1] < T`` leaves trailing rows."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(7, 2, D, generator=g).to(DEVICE) for _ in range(3))
+    cu = _cu([0, 2, 5])
+    out = flash_attention_varlen(q, k, v, cu, cu, 3, 3)
+    ref = flash_attention_varlen(q[:5], k[:5], v[:5], cu, cu, 3, 3)
+    torch.testing.assert_close(out[:5], ref)
+    assert torch.equal(out[5:], torch.zeros_like(out[5:]))
+
+
+_UNCHECKED_SCRIPT = """
+import torch
+from maskmm.kernels.attention import flash_attention_varlen
+
+dev = {device!r}
+g = torch.Generator().manual_seed(0)
+q, k, v = (torch.randn(9, 2, 16, generator=g).to(dev).requires_grad_() for _ in range(3))
+
+
+def cu(*values):
+    return torch.tensor(values, dtype=torch.int32, device=dev)
+
+
+for cu_q, cu_k, max_q, max_k in [
+    (cu(0, 4, 40), cu(0, 4, 9), 36, 8),  # past the last row
+    (cu(-20, 5, 9), cu(3, 1, 9), 25, 8),  # before the first row; decreasing
+    (cu(0, 9, 9), cu(0, 2**31 - 1, 9), 16, 16),  # far past the last row
+    (cu(0, 9, 9), cu(0, 9, 9), 2, 2),  # sequences longer than max_seqlen
+]:
+    out = flash_attention_varlen(
+        q, k, v, cu_q, cu_k, max_q, max_k, check_values=False, block_m=16, block_n=16
+    )
+    out.sum().backward()
+    assert out.shape == q.shape and torch.isfinite(out).all()
+print("unchecked calls finished")
+"""
+
+
+def test_unchecked_bad_offsets_never_leave_the_tensors():
+    """``check_values=False`` with offsets outside ``q`` / ``k``: the kernels clamp every sequence into
+    the tensors' rows. Run in a fresh interpreter, because an out-of-bounds access would corrupt the heap
+    (Triton interpreter) or fault (CUDA) and take the test process with it."""
+    script = _UNCHECKED_SCRIPT.format(device=DEVICE)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), timeout=300
+    )
+    assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stdout[-2000:]} {proc.stderr[-3000:]}"
+    assert "unchecked calls finished" in proc.stdout
 
 
 def test_good_inputs_have_no_reasons():

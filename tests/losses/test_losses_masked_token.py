@@ -220,3 +220,75 @@ def test_bad_config_raises_naming_the_argument() -> None:
         MaskedTokenLoss(head="linear")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="alpha"):
         fused_linear_cross_entropy(hidden[0], weight, labels[0].clamp(min=0), alpha=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize(
+    ("bad", "words"), [(V, f"maximum {V}"), (V + 50, f"maximum {V + 50}"), (-1, "minimum -1")]
+)
+def test_labels_outside_the_vocabulary_raise_naming_labels(fused, bad, words) -> None:
+    hidden, labels, weight, bias, _ = _inputs()
+    labels = labels.clone()
+    labels[1, 4] = bad  # one scored position outside [0, V) (and not the ignore index)
+    head = weight if fused else (lambda x: x @ weight.t() + bias)
+    with pytest.raises(ValueError) as info:
+        masked_token_loss(hidden, labels, head, bias=bias if fused else None)
+    message = str(info.value)
+    assert message.startswith(f"labels must lie in [0, {V})") and "ignore_index = -100" in message
+    assert words in message
+    module = MaskedTokenLoss(torch.nn.Linear(D, V, dtype=torch.float64), fused=fused)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 37\)"):
+        module(hidden, labels)
+
+
+def test_labels_at_the_vocabulary_edges_and_another_ignore_index_are_accepted() -> None:
+    hidden, labels, weight, bias, teacher = _inputs()
+    labels = labels.clone()
+    labels[0, :3] = torch.tensor([0, V - 1, -100])
+    ref, _ = _reference(hidden, labels, weight, bias, teacher, 0.0, 0.0)
+    for head, kw in ((weight, {"bias": bias}), (lambda x: x @ weight.t() + bias, {})):
+        out = masked_token_loss(hidden, labels, head, **kw)
+        torch.testing.assert_close(out.loss.double(), ref, rtol=1e-6, atol=1e-7)
+        # with ignore_index=-1, the -100 entries are scored labels, hence out of range
+        with pytest.raises(ValueError, match="minimum -100"):
+            masked_token_loss(hidden, labels, head, ignore_index=-1, **kw)
+        shifted = torch.where(labels == -100, torch.full_like(labels, -1), labels)
+        out = masked_token_loss(hidden, shifted, head, ignore_index=-1, **kw)
+        torch.testing.assert_close(out.loss.double(), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_target_outside_the_vocabulary_raises() -> None:
+    x = torch.randn(6, D)
+    w = torch.randn(V, D)
+    with pytest.raises(ValueError, match=rf"target must lie in \[0, {V}\).*maximum {V}"):
+        fused_linear_cross_entropy(x, w, torch.tensor([0, 1, 2, 3, 4, V]))
+    with pytest.raises(ValueError, match=r"target.*minimum -100"):
+        fused_linear_cross_entropy(x, w, torch.tensor([0, 1, -100, 3, 4, 5]))
+    with pytest.raises(TypeError, match="check_values"):
+        fused_linear_cross_entropy(x, w, torch.zeros(6, dtype=torch.long), check_values="no")
+    total, _ = fused_linear_cross_entropy(x, w, torch.tensor([0, 1, 2, 3, 4, V - 1]), check_values=False)
+    ref = torch.nn.functional.cross_entropy(x @ w.t(), torch.tensor([0, 1, 2, 3, 4, V - 1]), reduction="sum")
+    torch.testing.assert_close(total, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_label_check_is_one_small_host_read(monkeypatch) -> None:
+    """``masked_token_loss`` checks the labels once per call, on the scored labels only, with the
+    fused head's own target check turned off (no second read)."""
+    import maskmm.losses.linear_cross_entropy as lce
+    import maskmm.losses.masked_token as mt
+
+    seen = []
+    real = mt.check_class_indices
+
+    def counting(name, value, num_classes, **kwargs):
+        seen.append((name, value.numel(), num_classes))
+        return real(name, value, num_classes, **kwargs)
+
+    monkeypatch.setattr(mt, "check_class_indices", counting)
+    monkeypatch.setattr(lce, "check_class_indices", counting)
+    hidden, labels, weight, bias, _ = _inputs()
+    scored = int((labels != -100).sum())
+    for head in (weight, lambda x: x @ weight.t() + bias):
+        seen.clear()
+        masked_token_loss(hidden, labels, head)
+        assert seen == [("labels", scored, V)]

@@ -10,7 +10,9 @@ A backend is an object with
   ``k [B, H, Lk, D]``, ``v [B, H, Lk, Dv]`` -> ``[B, H, Lq, Dv]`` in ``q.dtype``; rows that are
   invalid (query invalid or no valid key) are zeros with zero gradient.
 - optionally ``varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
-  dropout_p, scale, generator)`` for a native packed path (otherwise the dispatcher pads).
+  dropout_p, scale, generator)`` for a native packed path (otherwise the dispatcher pads). The
+  ``cu_seqlens`` values reach it unchecked when the caller passed ``check_values=False``: it
+  must keep every read and write inside its tensors whatever they hold.
 
 Inputs reach backends already validated by the dispatcher.
 """

@@ -9,7 +9,8 @@ once per :class:`AttentionMask` and cached on it, so every layer sharing the mas
 kernel directly. Keys known to be a prefix (masks built from lengths) pass no boolean key mask;
 otherwise ``key_valid`` is passed too (positions inside the bound may still be invalid).
 The dispatcher validates each call once (:meth:`TritonBackend.unsupported_reasons`); the launch
-does not repeat the checks. Packed inputs use ``flash_attention_varlen`` directly.
+does not repeat the checks. Packed inputs use ``flash_attention_varlen`` directly, after the
+dispatcher's one host read of the ``cu_seqlens`` values.
 
 The dispatch path is traceable by ``torch.compile`` (the kernel's launchers are registered
 custom operators), so compiled models keep the fused kernel without graph breaks.
@@ -224,5 +225,7 @@ class TritonBackend:
             scale=scale,
             dropout_p=dropout_p,
             seed=seed,
-            check_values=False,  # value checks would cost a host sync
+            # The dispatcher checked the values (or its caller opted out: the kernels clamp every
+            # sequence into the rows of q / k, so bad offsets cannot reach outside the tensors).
+            check_values=False,
         )
