@@ -25,8 +25,8 @@ Each loss is switchable and weighted. The teacher (:class:`maskmm.teachers.EMATe
 student) holds its weights as buffers, so ``MAMO.parameters()`` never yields them; the training
 loop calls :meth:`MAMO.update_teacher` after the optimizer step.
 
-Choices that are ours (not verified against the paper): described in ``DESIGN.md`` §3 and in
-:class:`MAMOSettings`.
+Choices that are ours (not verified against the paper): listed in docs/methods.md (MAMO section)
+and in :class:`MAMOSettings`.
 
 **Data parallelism** (``torch.distributed`` initialised with more than one rank, every rank
 passing the same local batch size ``b``): the step equals one process on the concatenated global

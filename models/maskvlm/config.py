@@ -1,10 +1,10 @@
 """Configuration of the MaskVLM recipe (joint masked vision and language modeling).
 
-What follows the paper (DESIGN.md §3): ITC + ITM on the clean pair; one view with the image masked
-in 32x32-pixel blocks at 60 % and the caption clean, reconstructed (L1 on the masked pixels) by a
-decoder of cross-attention blocks attending to the unmasked text; one view with the image clean and
-the caption masked at 30 %, predicted through the fusion encoder; all losses unweighted; no EMA
-teacher.
+What follows the paper (docs/methods.md, MaskVLM section): ITC + ITM on the clean pair; one view
+with the image masked in 32x32-pixel blocks at 60 % and the caption clean, reconstructed (L1 on the
+masked pixels) by a decoder of cross-attention blocks attending to the unmasked text; one view with
+the image clean and the caption masked at 30 %, predicted through the fusion encoder; all losses
+unweighted; no EMA teacher.
 
 Our choices (not verified against the paper), all configurable here:
 

@@ -1,10 +1,10 @@
 """Configuration of the SemMIM recipe (semantics-enhanced cross-modal masked image modeling).
 
-What follows the paper (DESIGN.md §3): a momentum (EMA) encoder; its global image features are
-mapped into a learnable space of ``K`` codes by self-supervised agreement (DINO-like soft
-assignment); local patch encodings share that space, so masked patches are predicted as
-distributions over the ``K`` codes; the patches most relevant to the caption are masked; text takes
-part in masked modeling; plus ITC and ITM (MLM optional).
+What follows the paper (docs/methods.md, SemMIM section): a momentum (EMA) encoder; its global
+image features are mapped into a learnable space of ``K`` codes by self-supervised agreement
+(DINO-like soft assignment); local patch encodings share that space, so masked patches are predicted
+as distributions over the ``K`` codes; the patches most relevant to the caption are masked; text
+takes part in masked modeling; plus ITC and ITM (MLM optional).
 
 Our choices (DINO / iBOT practice where one exists), all configurable here:
 
