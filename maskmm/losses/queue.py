@@ -19,8 +19,10 @@ class FeatureQueue(nn.Module):
 
     :meth:`enqueue` behaves as if the ``n`` rows were pushed one at a time: any ``n``
     works (no divisibility requirement); writes wrap around the end; when
-    ``n >= size`` only the newest ``size`` rows are kept. All index arithmetic stays on
-    the device (no host synchronisation).
+    ``n >= size`` only the newest ``size`` rows are kept. A batch holding any non-finite
+    value is not written at all (the queue and its pointer stay as they were), so one bad
+    step cannot poison the keys of the steps after it. All index arithmetic and that check
+    stay on the device (no host synchronisation).
     """
 
     image: Tensor
@@ -54,14 +56,16 @@ class FeatureQueue(nn.Module):
             return
         k = min(n, self.size)
         pos = (self.ptr + torch.arange(n - k, n, device=self.ptr.device)) % self.size
-        self.image.index_copy_(0, pos, image[n - k :].detach().to(self.image.dtype))
-        self.text.index_copy_(0, pos, text[n - k :].detach().to(self.text.dtype))
+        image, text = image[n - k :].detach(), text[n - k :].detach()
+        keep = torch.isfinite(image).all() & torch.isfinite(text).all()  # bool [], on the device
+        self.image.index_copy_(0, pos, torch.where(keep, image.to(self.image.dtype), self.image[pos]))
+        self.text.index_copy_(0, pos, torch.where(keep, text.to(self.text.dtype), self.text[pos]))
         new_ids = (
             ids[n - k :] if ids is not None else torch.full((k,), -1, device=pos.device, dtype=torch.long)
         )
-        self.ids.index_copy_(0, pos, new_ids)
-        self.valid.index_fill_(0, pos, True)
-        self.ptr.copy_((self.ptr + n) % self.size)
+        self.ids.index_copy_(0, pos, torch.where(keep, new_ids, self.ids[pos]))
+        self.valid.index_copy_(0, pos, self.valid[pos] | keep)
+        self.ptr.copy_((self.ptr + n * keep) % self.size)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, size={self.size}"

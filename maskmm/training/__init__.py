@@ -33,6 +33,7 @@ from .ddp import (
     unwrap,
 )
 from .grads import clip_grad_norm, split_microbatches
+from .guard import NonFiniteError, NonFiniteGuard, first_non_finite
 from .logger import MetricsLogger, read_metrics, to_python
 from .metrics_file import truncate_metrics
 from .optim import DEFAULT_NO_DECAY, build_adamw, param_groups
@@ -40,6 +41,7 @@ from .plot import plot_metrics, plot_rows, select_plot_keys
 from .progress import ProgressBar
 from .sampler import ResumableSampler
 from .schedule import linear_ramp, warmup_cosine, warmup_cosine_scheduler
+from .signals import GracefulStop, TrainingInterrupted
 
 __all__ = [
     "DEFAULT_NO_DECAY",
@@ -47,9 +49,13 @@ __all__ = [
     "CheckpointIntegrityWarning",
     "CheckpointSaveError",
     "DistInfo",
+    "GracefulStop",
     "MetricsLogger",
+    "NonFiniteError",
+    "NonFiniteGuard",
     "ProgressBar",
     "ResumableSampler",
+    "TrainingInterrupted",
     "autocast",
     "barrier",
     "build_adamw",
@@ -58,6 +64,7 @@ __all__ = [
     "clean_stale_temporaries",
     "cleanup_distributed",
     "clip_grad_norm",
+    "first_non_finite",
     "init_distributed",
     "latest_checkpoint",
     "latest_intact_checkpoint",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import math
 import os
 import random
 from collections.abc import Iterator
@@ -39,22 +41,43 @@ class DistInfo(tuple):
     local_rank = property(lambda self: self[2])
 
 
-def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU."""
+def select_device(name: str = "auto", local_rank: int = 0, *, field: str = "device") -> torch.device:
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU.
+
+    A device that this machine does not have (CUDA without a GPU, ``cuda:3`` on a 2-GPU machine)
+    raises a ``ValueError`` naming ``field`` before any work is done.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"{field} = {name!r} is not a device name: {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{field} = {name!r} but CUDA is not available on this machine; use 'cpu'")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{field} = {name!r} resolves to {dev} but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type != "cpu" and not getattr(torch, dev.type).is_available():
+        raise ValueError(f"{field} = {name!r} but {dev.type} is not available on this machine")
     return dev
 
 
-def init_distributed(backend: str | None = None) -> DistInfo:
+def init_distributed(backend: str | None = None, timeout: float | None = None) -> DistInfo:
     """Initialise the default process group from ``torchrun``'s environment variables.
 
     Does nothing (returns ``(0, 1, 0)``) when ``WORLD_SIZE`` is unset or 1. The backend
     defaults to nccl with CUDA, gloo otherwise; with CUDA the local device is selected.
+    ``timeout`` (seconds; ``None``: the backend's default) bounds every collective, so a rank
+    that froze makes the others fail with an error instead of waiting forever.
     """
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(0, 1, 0)
@@ -65,7 +88,8 @@ def init_distributed(backend: str | None = None) -> DistInfo:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        kwargs = {"timeout": datetime.timedelta(seconds=timeout)} if timeout is not None else {}
+        dist.init_process_group(backend=backend, **kwargs)
     return DistInfo(rank, world, local_rank)
 
 

@@ -38,28 +38,42 @@ def train_main(argv: list[str] | None = None) -> int:
     """Train MAMO: ``maskmm-train --config tiny --set train.steps=300 --out-dir runs/x``."""
     p = argparse.ArgumentParser(prog="maskmm-train", description="Pretrain MAMO on the configured data.")
     _common(p)
-    p.add_argument("--out-dir", default=None, help="run folder (default: train.out_dir)")
+    p.add_argument(
+        "--out-dir", default=None, help="run folder (default: train.out_dir; with --resume: its folder)"
+    )
     p.add_argument("--resume", default=None, help="checkpoint file or run folder to continue from")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in the run folder (default: refuse)"
+    )
     p.add_argument("--eval", action="store_true", help="run the full evaluation after training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     overrides = list(args.overrides)
-    if args.out_dir:
-        overrides.append(f"train.out_dir={args.out_dir}")
+    out_dir = args.out_dir
+    if out_dir is None and args.resume:  # a resumed run goes on writing where it was
+        resume = Path(args.resume)
+        out_dir = str(resume if resume.is_dir() else resume.parent)
+    if out_dir:
+        overrides.append(f"train.out_dir={out_dir}")
     try:
         cfg = load_config(args.config, overrides)
     except (ValueError, TypeError) as e:
         p.error(str(e))
-    from maskmm.training import cleanup_distributed
+    from maskmm.training import CheckpointError, CheckpointSaveError, cleanup_distributed
 
-    from .train import Trainer
+    from .train import NonFiniteError, Trainer, TrainingInterrupted
 
-    trainer = Trainer(cfg, device=args.device)
     try:
-        if args.resume:
-            trainer.resume(args.resume)
+        trainer = Trainer(cfg, device=args.device, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, TypeError) as e:  # settings and files checked before any training work
+        cleanup_distributed()
+        p.error(str(e))
+    try:
         result = trainer.fit(progress=not args.quiet and cfg.log.progress)
+        skipped = {r: n for r, n in trainer.skipped_totals().items() if n}
         if trainer.main:
+            if skipped:
+                print(f"skipped bad records: {skipped}", file=sys.stderr)
             last = next((r for r in reversed(result.history) if "loss" in r), {})
             print(
                 f"done: {result.step} steps in {result.seconds:.0f} s, "
@@ -73,6 +87,12 @@ def train_main(argv: list[str] | None = None) -> int:
             res = evaluate(trainer.model, trainer.tokenizer, cfg)
             print(format_table(res))
             (Path(cfg.train.out_dir) / "eval.json").write_text(json.dumps(res, indent=2))
+    except TrainingInterrupted as e:
+        print(f"maskmm-train: {e}; continue with --resume {cfg.train.out_dir}", file=sys.stderr)
+        return e.exit_code
+    except (NonFiniteError, CheckpointError, CheckpointSaveError) as e:
+        print(f"maskmm-train: error: {e}", file=sys.stderr)
+        return 1
     finally:
         trainer.close()
         cleanup_distributed()

@@ -204,7 +204,12 @@ class TrainConfig:
     """The run. ``max_seconds > 0`` stops training after the step during which the training
     wall-clock (without the periodic ``eval_every`` evaluations and checkpoint saves) passed
     ``max_seconds``; 0 means no limit. The learning-rate schedule keeps ``steps`` as its horizon,
-    so with a time budget set ``steps`` to about the number of steps the budget allows."""
+    so with a time budget set ``steps`` to about the number of steps the budget allows.
+
+    ``max_nonfinite_steps``: a step whose loss or gradient norm is NaN/inf is skipped (no update;
+    counted and logged as ``nonfinite_steps``); this many skipped steps in a row stop the run with
+    an error. ``dist_timeout``: seconds any collective may wait under DDP before the run fails
+    (a frozen rank then ends the job instead of hanging it)."""
 
     batch_size: int = 64
     steps: int = 1000
@@ -220,6 +225,8 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0
     max_seconds: float = 0.0
+    max_nonfinite_steps: int = 10
+    dist_timeout: float = 600.0
 
 
 @dataclass
@@ -337,10 +344,13 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    value = float(value)
                 except ValueError:
-                    pass
-            raise TypeError(f"config field {path!r} must be a float, got {value!r}")
+                    raise TypeError(f"config field {path!r} must be a float, got {value!r}") from None
+            else:
+                raise TypeError(f"config field {path!r} must be a float, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"config field {path!r} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -580,6 +590,8 @@ def _validate(c: MAMOConfig) -> None:
         )
     for name in ("num_workers", "threads", "save_every", "log_every", "eval_every", "seed"):
         _positive(f"train.{name}", getattr(t, name), zero_ok=True)
+    _positive("train.max_nonfinite_steps", t.max_nonfinite_steps)
+    _positive("train.dist_timeout", t.dist_timeout)
     if not math.isfinite(t.max_seconds):
         raise ValueError(f"config field 'train.max_seconds' must be finite, got {t.max_seconds}")
     _positive("train.max_seconds", t.max_seconds, zero_ok=True)

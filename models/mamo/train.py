@@ -6,6 +6,12 @@ Rank 0 logs JSON lines, shows a progress bar, saves atomic checkpoints and plots
 A resumed run (``resume=...``) reproduces the uninterrupted run exactly on CPU: model, teacher,
 queue, optimiser, schedule, RNG states and the data position are all restored.
 
+Faults: a step with a non-finite loss or gradient norm is skipped (``train.max_nonfinite_steps`` in
+a row stop the run); checkpoints carry an integrity record and resuming falls back to the newest
+intact one; SIGTERM/SIGINT finish the step, save and exit with status 128 + signal; a run never
+writes into another run's folder (``overwrite=True`` replaces it); a resumed run keeps its folder
+and refuses settings it cannot honour. ``docs/reliability.md`` lists each fault and its test.
+
 With ``train.max_seconds > 0`` the run stops after the step during which its training wall-clock
 (data, forward, backward, optimiser and logging; not the periodic ``eval_every`` evaluations nor the
 checkpoint saves) passed the budget; the schedule still runs over ``train.steps``, so set that to
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,23 +34,31 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from maskmm.data import SKIP_REASONS, pop_skip_counts
 from maskmm.data.seeding import seed_worker
 from maskmm.training import (
+    GracefulStop,
     MetricsLogger,
+    NonFiniteError,
+    NonFiniteGuard,
     ProgressBar,
     ResumableSampler,
+    TrainingInterrupted,
     autocast,
     barrier,
     build_adamw,
     capture_rng_state,
+    clean_stale_temporaries,
     cleanup_distributed,
     clip_grad_norm,
+    first_non_finite,
     init_distributed,
-    latest_checkpoint,
+    latest_intact_checkpoint,
     linear_ramp,
     load_checkpoint,
     maybe_no_sync,
     plot_metrics,
+    prune_checkpoints,
     resolve_amp_dtype,
     restore_rng_state,
     save_checkpoint,
@@ -51,6 +66,7 @@ from maskmm.training import (
     select_device,
     split_microbatches,
     to_python,
+    truncate_metrics,
     warmup_cosine_scheduler,
 )
 
@@ -58,9 +74,32 @@ from .builder import build_model
 from .config import MAMOConfig, config_to_dict, dump_config
 from .data import build_collate, build_tokenizer, build_train_dataset
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["NonFiniteError", "TrainResult", "Trainer", "TrainingInterrupted", "train"]
 
 _KEEP_CHECKPOINTS = 2
+
+#: Files a run writes in its folder; a new run refuses a folder holding any of them.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "model.pt", "eval.json", "curves.png")
+
+#: Config fields a resumed run may change (everything else must equal the checkpoint's config).
+RESUMABLE_FIELDS = (
+    "name",
+    "optim.",
+    "log.",
+    "eval.",
+    "train.steps",
+    "train.max_seconds",
+    "train.save_every",
+    "train.log_every",
+    "train.eval_every",
+    "train.num_workers",
+    "train.threads",
+    "train.device",
+    "train.out_dir",
+    "train.compile",
+    "train.max_nonfinite_steps",
+    "train.dist_timeout",
+)
 
 
 @dataclass
@@ -88,19 +127,39 @@ class Trainer:
         cfg: the run configuration (validated).
         device: overrides ``cfg.train.device``.
         log: write metrics/checkpoints/plots (rank 0 only in any case).
+        resume: a checkpoint file, or a run folder (its newest intact ``step_N.pt``), to continue.
+        overwrite: replace the run files (config, metrics, checkpoints, exports) already in
+            ``train.out_dir``; without it a folder holding another run is refused.
+
+    Everything that can be checked before the model is built is: the device, the run folder
+    (a folder, writable, not another run's) and, with ``resume``, that a checkpoint is there.
     """
 
     def __init__(
-        self, cfg: MAMOConfig, *, device: str | torch.device | None = None, log: bool = True
+        self,
+        cfg: MAMOConfig,
+        *,
+        device: str | torch.device | None = None,
+        log: bool = True,
+        resume: str | os.PathLike | None = None,
+        overwrite: bool = False,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.dist = init_distributed()
+        self.dist = init_distributed(timeout=cfg.train.dist_timeout)
         self.rank, self.world = self.dist.rank, self.dist.world_size
         self.main = self.rank == 0
         self.device = select_device(
-            str(device) if device is not None else cfg.train.device, self.dist.local_rank
+            str(device) if device is not None else cfg.train.device,
+            self.dist.local_rank,
+            field="device" if device is not None else "train.device",
         )
+        self.out_dir = Path(cfg.train.out_dir)
+        self.log_enabled = log
+        self._written: list[Path] = []  # step checkpoints this run wrote (the only ones it prunes)
+        resume_path = self._find_resume(resume) if resume is not None else None
+        if log and self.main:
+            self._prepare_out_dir(resume_path, overwrite)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)  # same initial weights (student AND teacher) on every rank
@@ -149,6 +208,8 @@ class Trainer:
             )
         self.local_batch = cfg.train.batch_size // self.world
         self.dataset = build_train_dataset(cfg)
+        # records dropped while reading the annotations, then those met while reading items
+        self.skipped: Counter[str] = Counter(getattr(self.dataset, "skipped", {}))
         # rank r's batch of a step = rows [r * b, (r + 1) * b) of the global batch one process draws
         self.sampler = ResumableSampler(
             len(self.dataset),
@@ -162,7 +223,9 @@ class Trainer:
             raise ValueError(f"data.train_size ({len(self.dataset)}) is smaller than one global batch")
         self.collate = build_collate(cfg, self.tokenizer)
         self._iter = None
-        self.out_dir = Path(cfg.train.out_dir)
+        self.guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, self.device)
+        if resume_path is not None:
+            self._resume_from(resume_path)
         self.logger = MetricsLogger(
             self.out_dir / "metrics.jsonl" if log else None,
             enabled=self.main and log,
@@ -170,7 +233,6 @@ class Trainer:
             wandb_project=cfg.log.wandb_project if cfg.log.wandb else None,
             config=config_to_dict(cfg),
         )
-        self.log_enabled = log
         self.history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ data
@@ -197,7 +259,17 @@ class Trainer:
         if self._iter is None or self.step % self.batches_per_epoch == 0:
             self._iter = iter(self._loader())
         batch = next(self._iter)
+        self.skipped.update(pop_skip_counts(batch))  # bad records met while making it (CPU ints)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def skipped_totals(self) -> dict[str, int]:
+        """Bad records skipped so far, by reason (summed over ranks under DDP: a collective)."""
+        counts = {r: self.skipped.get(r, 0) for r in SKIP_REASONS}
+        if self.world > 1:
+            t = torch.tensor(list(counts.values()), dtype=torch.int64, device=self.device)
+            torch.distributed.all_reduce(t)
+            counts = dict(zip(counts, t.tolist()))
+        return counts
 
     # ------------------------------------------------------------------ step
 
@@ -231,7 +303,8 @@ class Trainer:
         stats["loss"] = total
         if "itm" in active:
             stats["itm/hardness"] = torch.tensor(hardness)  # a CPU scalar: no device work
-        self.optimizer.step()
+        self.guard.step(self.optimizer, total, stats["grad_norm"])  # no update on a non-finite step
+        stats["nonfinite_steps"] = self.guard.total.clone()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.model.update_teacher(self.step)  # after the optimizer step
@@ -249,6 +322,8 @@ class Trainer:
             "rng": capture_rng_state({"masking": self.generator}),
             "config": config_to_dict(self.cfg),
             "tokenizer": {"vocab_size": self.tokenizer.vocab_size},
+            "guard": self.guard.state_dict(),
+            "skipped": dict(self.skipped),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -256,6 +331,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        if "guard" in state:
+            self.guard.load_state_dict(state["guard"])
+        if "skipped" in state:
+            self.skipped = Counter({str(k): int(v) for k, v in state["skipped"].items()})
         if self.world == 1:
             restore_rng_state(state["rng"], {"masking": self.generator})
         else:  # the shared masking stream (saved by rank 0) continues on every rank; the global
@@ -264,24 +343,108 @@ class Trainer:
         self._iter = None
 
     def save(self, name: str | None = None) -> Path | None:
+        """Write ``step_<N>.pt`` (or ``name``) with its integrity record; keep this run's last two.
+
+        Refuses (:class:`NonFiniteError`) to write non-finite parameters or optimiser state. A
+        failed write raises :class:`~maskmm.training.CheckpointSaveError` naming the path and the
+        OS reason; older checkpoints stay intact.
+        """
         if not (self.main and self.log_enabled):
             return None
-        path = save_checkpoint(self.state_dict(), self.out_dir / (name or f"step_{self.step}.pt"))
+        state = self.state_dict()
+        self._check_finite_state(state)
+        path = save_checkpoint(state, self.out_dir / (name or f"step_{self.step}.pt"))
         if name is None:
-            old = sorted(self.out_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-            for p in old[:-_KEEP_CHECKPOINTS]:
-                p.unlink(missing_ok=True)
+            self._written.append(path)
+            prune_checkpoints(self.out_dir, _KEEP_CHECKPOINTS, written_by=self._written)
+            self._written = self._written[-_KEEP_CHECKPOINTS:]
         return path
 
-    def resume(self, path: str | os.PathLike) -> None:
-        """Load a checkpoint file, or the newest ``step_N.pt`` of a folder."""
+    def _check_finite_state(self, state: dict[str, Any]) -> None:
+        named = {f"model.{k}": v for k, v in state["model"].items()}
+        for pid, slots in state["optimizer"]["state"].items():
+            named.update({f"optimizer.state[{pid}].{k}": v for k, v in slots.items()})
+        bad = first_non_finite(named)
+        if bad is not None:
+            raise NonFiniteError(f"refusing to write a checkpoint at step {self.step}: {bad} is not finite")
+
+    # ------------------------------------------------------------------ run folder and resume
+
+    def _find_resume(self, path: str | os.PathLike) -> Path:
+        """The checkpoint to resume from: ``path`` itself, or a folder's newest intact ``step_N.pt``
+        (bad newer files are skipped with a warning naming each)."""
         p = Path(path)
         if p.is_dir():
-            found = latest_checkpoint(p)
+            found = latest_intact_checkpoint(p)
             if found is None:
-                raise ValueError(f"no step_<N>.pt checkpoint in {str(p)!r}")
-            p = found
-        self.load_state_dict(load_checkpoint(p, map_location=self.device))
+                raise ValueError(f"resume: no intact step_<N>.pt checkpoint in {str(p)!r}")
+            return found
+        if not p.is_file():
+            raise ValueError(f"resume: {str(p)!r} is neither a checkpoint file nor a run folder")
+        return p
+
+    def _prepare_out_dir(self, resume: Path | None, overwrite: bool) -> None:
+        """``train.out_dir`` must be a writable folder that holds no other run (rank 0)."""
+        out = self.out_dir
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"train.out_dir = {str(out)!r} exists and is not a folder")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"train.out_dir = {str(out)!r} is not writable: {e.strerror or e}") from None
+        clean_stale_temporaries(out)
+        continuing = resume is not None and resume.resolve().parent == out.resolve()
+        if continuing:
+            return
+        found = sorted(p.name for p in out.iterdir() if p.name in RUN_FILES or _is_step_file(p))
+        if not found:
+            return
+        if not overwrite:
+            raise ValueError(
+                f"train.out_dir = {str(out)!r} already holds a run ({', '.join(found[:4])}"
+                f"{', ...' if len(found) > 4 else ''}): resume it with --resume {out}, choose another "
+                "--out-dir, or pass --overwrite to replace it"
+            )
+        for p in out.iterdir():
+            if p.name in RUN_FILES or _is_step_file(p) or _is_step_file(p, suffix=".pt.sha256"):
+                p.unlink()
+
+    def _resume_from(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        self._check_resume_config(state.get("config", {}), path)
+        # the optimiser settings of this config apply from here on (the saved groups hold the old ones)
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        self.load_state_dict(state)
+        for group, settings in zip(self.optimizer.param_groups, fresh):
+            group.update(settings)
+        self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        sched = self.scheduler
+        for group, base, fn in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * fn(sched.last_epoch)
+        if path.resolve().parent == self.out_dir.resolve():
+            self._written = sorted(
+                (p for p in self.out_dir.iterdir() if _is_step_file(p) and _step_of(p) <= self.step),
+                key=_step_of,
+            )
+            if self.main and self.log_enabled:  # rows logged after the checkpoint are logged again
+                truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
+
+    def _check_resume_config(self, saved: dict[str, Any], path: Path) -> None:
+        """Every field that differs from the checkpoint's config must be one a resumed run honours."""
+        now, before = _flatten(config_to_dict(self.cfg)), _flatten(saved)
+        changed = [
+            f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+            for k in sorted(set(now) | set(before))
+            if now.get(k) != before.get(k) and not k.startswith(RESUMABLE_FIELDS)
+        ]
+        if changed:
+            raise ValueError(
+                f"resume: these settings differ from the checkpoint {str(path)!r} and cannot change when "
+                f"resuming (start a new run instead): {'; '.join(changed)}"
+            )
 
     # ------------------------------------------------------------------ loop
 
@@ -303,29 +466,41 @@ class Trainer:
         excluded = 0.0  # seconds spent in periodic evaluation and checkpoint saving
         stop = False
         last_ckpt, saved_at = None, -1
+        signum = 0
         try:
-            while self.step < steps and not stop:
-                batch = self.next_batch()
-                stats = self.train_step(batch)
-                stop = self._budget_spent(t0 + excluded)
-                if self.step % max(cfg.train.log_every, 1) == 0 or self.step == steps or stop:
-                    row = {k: v for k, v in to_python(stats).items()}
-                    row["lr"] = self.optimizer.param_groups[0]["lr"]
-                    row["step"] = self.step
-                    self.history.append(row)
-                    self.logger.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
-                    bar.set_postfix({k: row[k] for k in ("loss", "loss_itc", "loss_itm") if k in row})
-                bar.update()
-                t_aside = time.perf_counter()
-                if cfg.train.save_every and self.step % cfg.train.save_every == 0:
-                    last_ckpt, saved_at = self.save(), self.step
-                    barrier()
-                every = cfg.train.eval_every
-                if every and self.step % every == 0 and self.step < steps and not stop:
-                    self.evaluate_now()
-                excluded += time.perf_counter() - t_aside
+            with GracefulStop() as stopper:
+                while self.step < steps and not stop:
+                    try:
+                        batch = self.next_batch()
+                        stats = self.train_step(batch)
+                        stop = self._budget_spent(t0 + excluded)
+                        signum = stopper.should_stop(self.device)
+                    except RuntimeError as e:
+                        if self.world > 1 and not isinstance(e, NonFiniteError):
+                            raise RuntimeError(
+                                f"rank {self.rank}: step {self.step + 1} failed; a collective may have "
+                                f"timed out (train.dist_timeout = {cfg.train.dist_timeout:g} s), another "
+                                f"rank being stuck or dead: {e}"
+                            ) from e
+                        raise
+                    stop = stop or bool(signum)
+                    logged = self._log_step(stats, steps, stop, bar)
+                    saving = bool(cfg.train.save_every and self.step % cfg.train.save_every == 0)
+                    if self.device.type != "cuda" or logged or saving or signum:
+                        self.guard.check_limit(self.step)  # a host read: where it costs nothing
+                    t_aside = time.perf_counter()
+                    if saving or signum:
+                        last_ckpt, saved_at = self.save(), self.step
+                        barrier()
+                    every = cfg.train.eval_every
+                    if every and self.step % every == 0 and self.step < steps and not stop:
+                        self.evaluate_now()
+                    excluded += time.perf_counter() - t_aside
         finally:
             bar.close()
+        if signum:
+            raise TrainingInterrupted(signum, self.step, last_ckpt)
+        self.guard.check_limit(self.step)
         train_seconds = time.perf_counter() - t0 - excluded
         if self.log_enabled:
             if saved_at != self.step:
@@ -344,6 +519,20 @@ class Trainer:
             train_seconds=train_seconds,
             stopped_early=stop and self.step < steps,
         )
+
+    def _log_step(self, stats: dict[str, torch.Tensor], steps: int, stop: bool, bar: ProgressBar) -> bool:
+        """Log the step's stats on log steps (one host transfer); returns whether it logged."""
+        logged = self.step % max(self.cfg.train.log_every, 1) == 0 or self.step == steps or stop
+        if logged:
+            row = {k: v for k, v in to_python(stats).items()}
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            row.update({f"skipped/{r}": n for r, n in self.skipped_totals().items() if n})
+            row["step"] = self.step
+            self.history.append(row)
+            self.logger.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
+            bar.set_postfix({k: row[k] for k in ("loss", "loss_itc", "loss_itm") if k in row})
+        bar.update()
+        return logged
 
     def _budget_spent(self, start: float) -> bool:
         """Whether the training clock started at ``start`` (a ``time.perf_counter()`` value, moved
@@ -395,6 +584,25 @@ class Trainer:
         self.logger.close()
 
 
+def _is_step_file(p: Path, suffix: str = ".pt") -> bool:
+    stem = p.name[: -len(suffix)] if p.name.endswith(suffix) else ""
+    return stem.startswith("step_") and stem[5:].isdigit()
+
+
+def _step_of(p: Path) -> int:
+    return int(p.name[5:-3])
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def train(
     cfg: MAMOConfig,
     *,
@@ -403,12 +611,11 @@ def train(
     device: str | None = None,
     log: bool = True,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Build a :class:`Trainer`, optionally resume, train, and return the result."""
-    trainer = Trainer(cfg, device=device, log=log)
+    """Build a :class:`Trainer` (resuming if asked), train, and return the result."""
+    trainer = Trainer(cfg, device=device, log=log, resume=resume, overwrite=overwrite)
     try:
-        if resume:
-            trainer.resume(resume)
         return trainer.fit(steps, progress=progress)
     finally:
         trainer.close()

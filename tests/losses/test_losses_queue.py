@@ -82,3 +82,25 @@ def test_non_floating_dtype_raises() -> None:
         FeatureQueue(3, 5, dtype=torch.long)
     with pytest.raises(TypeError, match="dim"):
         FeatureQueue(3.0, 5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_enqueue_leaves_queue_untouched_by_a_non_finite_batch(bad) -> None:
+    g = torch.Generator().manual_seed(1)
+    queue, ref = FeatureQueue(3, 10), FeatureQueue(3, 10)
+    first = (torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g), torch.arange(4))
+    queue.enqueue(*first)
+    ref.enqueue(*first)
+    poisoned = torch.randn(5, 3, generator=g)
+    poisoned[2, 1] = bad
+    queue.enqueue(poisoned, torch.randn(5, 3, generator=g), torch.arange(4, 9))
+    queue.enqueue(torch.randn(3, 3, generator=g), poisoned[:3], torch.arange(9, 12))
+    for name, value in ref.state_dict().items():
+        assert torch.equal(queue.state_dict()[name], value), name
+    # a finite batch after the bad ones is written where the pointer was left
+    last = (torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g), torch.arange(20, 22))
+    queue.enqueue(*last)
+    ref.enqueue(*last)
+    for name, value in ref.state_dict().items():
+        assert torch.equal(queue.state_dict()[name], value), name
+    assert int(queue.ptr) == 6

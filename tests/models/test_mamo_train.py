@@ -49,8 +49,9 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):
     part.close()
     assert (tmp_path / "b" / "step_2.pt").is_file()
 
-    again = Trainer(load_config("tiny", [*TINY, f"train.out_dir={tmp_path / 'b'}"]), device="cpu")
-    again.resume(tmp_path / "b")
+    again = Trainer(
+        load_config("tiny", [*TINY, f"train.out_dir={tmp_path / 'b'}"]), device="cpu", resume=tmp_path / "b"
+    )
     assert again.step == 2
     res = again.fit()
     again.close()
