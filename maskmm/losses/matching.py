@@ -42,10 +42,12 @@ class HardNegatives(NamedTuple):
     image_fallback: Tensor
 
     def pair_valid(self) -> Tensor:
-        """``bool [3B]`` for the ``[positives; (image, neg text); (neg image, text)]`` layout
-        of :func:`image_text_matching_loss`: ``False`` for pairs built from a fallback."""
+        """``bool [3B]`` for ALBEF's ``[positives; (neg image, text); (image, neg text)]`` layout of
+        :func:`image_text_matching_loss`: rows ``B + i`` pair text ``i`` with its negative image
+        ``image_idx[i]`` and rows ``2B + i`` pair image ``i`` with its negative text ``text_idx[i]``;
+        ``False`` for pairs built from a fallback."""
         pos = torch.ones_like(self.text_fallback)
-        return torch.cat([pos, ~self.text_fallback, ~self.image_fallback])
+        return torch.cat([pos, ~self.image_fallback, ~self.text_fallback])
 
 
 @torch.no_grad()
@@ -134,7 +136,9 @@ def image_text_matching_loss(
 
     Args:
         logits: ``[N, 2]`` (class 1 = matched). With ``labels=None`` the layout must be
-            ALBEF's ``[B positives; B (image, neg text); B (neg image, text)]``, ``N = 3B``.
+            ALBEF's ``[B positives; B (neg image, text); B (image, neg text)]``, ``N = 3B``
+            (only "first B matched, last 2B not" matters to the loss; the order of the two negative
+            blocks matters to ``valid``, which :meth:`HardNegatives.pair_valid` builds in this order).
         labels: ``long [N]`` in ``{0, 1}``, or ``None`` for the layout above.
         valid: ``bool [N]`` pairs to score (e.g. :meth:`HardNegatives.pair_valid`);
             no valid pair gives loss 0 (graph-connected, zero gradient).
@@ -194,8 +198,10 @@ def hard_negative_matching(
 
     1. :func:`sample_hard_negatives` draws one negative text per image from ``sim_i2t`` and one
        negative image per text from ``sim_t2i`` (pairs sharing an id are never negatives).
-    2. The ``3B`` pairs ``[B (image i, text i); B (image i, neg text); B (neg image, text i)]``
-       go through ``fuse`` in ONE call, then ``head`` gives ``[3B, 2]`` logits (1 = matched).
+    2. The ``3B`` pairs, in ALBEF's order ``[B (image i, text i); B (neg image, text i);
+       B (image i, neg text)]`` (ALBEF fuses ``cat([image_neg, image])`` with ``cat([text, text_neg])``
+       after the positives), go through ``fuse`` in ONE call, then ``head`` gives ``[3B, 2]`` logits
+       (1 = matched).
     3. :func:`image_text_matching_loss` scores them; pairs built from a fallback draw (a row with
        no valid negative, see :func:`sample_hard_negatives`) are not scored.
 
@@ -219,8 +225,9 @@ def hard_negative_matching(
         sim_i2t: ``[B, B]`` image-to-text similarities (e.g. ITC logits; no gradient flows), or
             ``None``: negatives drawn uniformly among the valid ones.
         sim_t2i: ``[B, B]`` text-to-image similarities; ``None`` = ``sim_i2t.T``.
-        fuse: :data:`PairEncoder` ``(image, image_valid, text, text_valid) -> [3B, D]``.
-        head: ``[3B, D] -> [3B, 2]`` matching logits.
+        fuse: :data:`PairEncoder` ``(image, image_valid, text, text_valid) -> [3B, D]``, rows in the
+            order of step 2.
+        head: ``[3B, D] -> [3B, 2]`` matching logits (same row order).
         image_ids: long ``[B]`` pair ids, or ``None`` (every pair distinct).
         generator: RNG of the draws (same seed, same device -> same negatives).
         hardness: mix of similarity-based and uniform draws (see :func:`sample_hard_negatives`).
@@ -273,7 +280,7 @@ def hard_negative_matching(
     extra: dict[str, Tensor] = {}
     if rows is not None:
         with torch.no_grad():
-            neg_valid = torch.stack([~negs.text_fallback, ~negs.image_fallback])  # [2, B]
+            neg_valid = torch.stack([~negs.image_fallback, ~negs.text_fallback])  # [2, B]
             extra = {
                 "num_scored": _stat(n + neg_valid[:, start:stop].sum()),
                 "num_scored_total": _stat(b + neg_valid.sum()),
@@ -286,8 +293,9 @@ def hard_negative_matching(
     own = torch.arange(start, stop, device=device)
     negs = HardNegatives(*(t[start:stop] for t in negs))
     neg_image, neg_text, valid = negs.image_idx, negs.text_idx, negs.pair_valid()
-    image_rows = torch.cat([own, own, neg_image])
-    text_rows = torch.cat([own, neg_text, own])
+    # ALBEF's order: [positives; (neg image, text); (image, neg text)], the order of pair_valid().
+    image_rows = torch.cat([own, neg_image, own])
+    text_rows = torch.cat([own, own, neg_text])
     pairs = fuse(
         image_states[image_rows],
         None if image_valid is None else image_valid[image_rows],

@@ -30,7 +30,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskmm._checks import check_int, check_ratio
@@ -62,6 +61,37 @@ def _check_aspect(aspect_ratio: object) -> tuple[float, float]:
 def _default_candidates(n_mask: int, lo: int, hi: int) -> int:
     mean_area = 0.5 * (lo + hi)
     return min(128, 4 + math.ceil(3.0 * n_mask / mean_area))
+
+
+def _min_plus_abs(g: Tensor, dim: int) -> Tensor:
+    """``d[..., i, ...] = min_j (g[..., j, ...] + |i - j|)`` along ``dim`` (integer ``g``, same shape).
+
+    Two running minima: ``min_{j <= i} (g_j - j) + i`` (sources before ``i``) and
+    ``min_{j >= i} (g_j + j) - i`` (sources after ``i``).
+    """
+    length = g.shape[dim]
+    shape = [1] * g.dim()
+    shape[dim] = length
+    i = torch.arange(length, device=g.device, dtype=g.dtype).view(shape)
+    before = torch.cummin(g - i, dim).values + i
+    after = torch.cummin((g + i).flip(dim), dim).values.flip(dim) - i
+    return torch.minimum(before, after)
+
+
+def _ring_reach(taken: Tensor, steps: int) -> Tensor:
+    """How many of ``steps`` 4-neighbour growth rings of ``taken bool [B, gh, gw]`` reach each patch.
+
+    A patch at Manhattan distance ``d >= 1`` from the nearest ``True`` patch is reached by rings
+    ``d..steps``: ``steps + 1 - d`` times, 0 if ``d > steps`` (or if ``taken`` is empty); a taken patch
+    counts ``steps``. The distance is a separable min-plus transform (along rows, then along
+    columns), in ``O(B gh gw)`` time and memory. Returns ``float32 [B, gh, gw]`` (small integers, exact).
+    """
+    _, gh, gw = taken.shape
+    far = max(gh + gw, steps) + 1  # farther than any patch of the grid and than the last ring
+    dtype = torch.int16 if 2 * far < 2**15 else torch.int32  # intermediate values stay below 2 * far
+    source = torch.where(taken, 0, far).to(dtype)
+    dist = _min_plus_abs(_min_plus_abs(source, 2), 1)  # [B, gh, gw]; `far` if taken is empty
+    return (steps + 1 - dist.clamp(min=1)).clamp(min=0).to(torch.float32)
 
 
 def block_patch_masking(
@@ -133,9 +163,13 @@ def block_patch_masking(
     in_c = (cols >= left.unsqueeze(-1)) & (cols < (left + w).unsqueeze(-1))  # [B, K, gw]
     inside = (in_r.unsqueeze(-1) & in_c.unsqueeze(-2)).reshape(batch, k, n)
 
-    # 2. First covering candidate per patch (K = never covered) and cumulative coverage.
-    covered = inside.any(dim=1)
-    first = torch.where(covered, inside.to(torch.uint8).argmax(dim=1), k)  # [B, N]
+    # 2. First covering candidate per patch (K = never covered) and cumulative coverage. A min over
+    # candidate indices: unlike argmax (no vectorised CPU kernel over a non-contiguous axis), a min
+    # reduction over the middle axis of [B, K, N] runs vectorised along the contiguous N axis.
+    cand_dtype = torch.int16 if k < 2**15 else torch.int32
+    cand = torch.arange(k, device=dev, dtype=cand_dtype).unsqueeze(-1)  # [K, 1]
+    first = torch.where(inside, cand, k).amin(dim=1).long()  # [B, N]
+    covered = first < k
     per_cand = torch.zeros(batch, k + 1, dtype=torch.long, device=dev)
     per_cand.scatter_add_(1, first, torch.ones_like(first))
     coverage = per_cand[:, :k].cumsum(dim=1)  # [B, K], nondecreasing
@@ -148,15 +182,11 @@ def block_patch_masking(
     # Top-up order: unmasked patches by 4-neighbour distance to the masked area (grown ring by ring
     # for up to `steps` rings), random among equally near ones; patches farther away are random.
     steps = min(gh + gw, _MAX_GROWTH_STEPS)
-    reached = taken.view(batch, gh, gw).to(torch.float32)
-    reach = torch.zeros(batch, gh, gw, dtype=torch.float32, device=dev)
-    for _ in range(steps):
-        padded = F.pad(reached, (1, 1, 1, 1))
-        vertical = torch.maximum(padded[:, :-2, 1:-1], padded[:, 2:, 1:-1])
-        horizontal = torch.maximum(padded[:, 1:-1, :-2], padded[:, 1:-1, 2:])
-        reached = torch.maximum(reached, torch.maximum(vertical, horizontal))
-        reach += reached
-    reach = reach.view(batch, n)
+    # Growing ring by ring reaches a patch at ring d = its 4-neighbour (Manhattan) distance to the
+    # masked area, and it stays reached for the later rings: it is reached `steps + 1 - d` times
+    # (0 beyond `steps`). d comes from a separable distance transform (running minima along rows,
+    # then along columns): about 20 ops on [B, gh, gw] instead of about 6 * steps.
+    reach = _ring_reach(taken.view(batch, gh, gw), steps).view(batch, n)
     raster = torch.arange(n, device=dev, dtype=torch.float32)
     score = torch.rand(batch, n, generator=generator, device=dev)  # random fallback in [0, 1)
     near = (reach > 0) & ~taken

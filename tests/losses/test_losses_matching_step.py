@@ -124,9 +124,11 @@ def test_without_similarities_draws_uniformly_among_other_ids() -> None:
     drawn = set()
     for i_rows, t_rows in seen:
         assert torch.equal(i_rows[:B], img.detach()) and torch.equal(t_rows[:B], txt.detach())
-        # recover the drawn indices from the rows themselves
-        nt = [int((t_rows[B + k] == txt.detach()).flatten(1).all(1).nonzero()[0]) for k in range(B)]
-        ni = [int((i_rows[2 * B + k] == img.detach()).flatten(1).all(1).nonzero()[0]) for k in range(B)]
+        # recover the drawn indices from the rows themselves (ALBEF's order: (neg image, text) rows
+        # B..2B, (image, neg text) rows 2B..3B)
+        assert torch.equal(t_rows[B : 2 * B], txt.detach()) and torch.equal(i_rows[2 * B :], img.detach())
+        ni = [int((i_rows[B + k] == img.detach()).flatten(1).all(1).nonzero()[0]) for k in range(B)]
+        nt = [int((t_rows[2 * B + k] == txt.detach()).flatten(1).all(1).nonzero()[0]) for k in range(B)]
         assert all(ids[j] != ids[k] for k, j in enumerate(nt)) and all(
             ids[j] != ids[k] for k, j in enumerate(ni)
         )

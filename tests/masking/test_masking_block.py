@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
 from maskmm.masking import BlockPatchMasker, block_patch_masking, random_patch_masking
+from maskmm.masking.block import _ring_reach
 
 
 def _masked_neighbour_fraction(mask: torch.Tensor, gh: int, gw: int) -> float:
@@ -122,3 +125,91 @@ def test_no_side_of_the_grid_is_favoured() -> None:
     for flipped in (counts.flip(0), counts.flip(1)):
         z = (counts - flipped).abs() / (counts + flipped).sqrt().clamp(min=1.0)  # ~N(0, 1) per cell
         assert z.max() < 5.0
+
+
+def _mask_digest(mask: torch.Tensor) -> str:
+    return hashlib.sha256(mask.to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("batch", "grid", "ratio", "kwargs", "seed", "digest"),
+    [
+        (1, (14, 14), 0.4, {}, 0, "aa6147c4786018ac"),
+        (256, (14, 14), 0.4, {}, 1, "b1a6e26fc01b6a5e"),
+        (256, (14, 14), 0.75, {}, 2, "e68f689ad8491cf3"),
+        (
+            32,
+            (7, 9),
+            0.6,
+            {"num_candidates": 2, "min_block_patches": 2, "max_block_patches": 3},
+            3,
+            "402a7a513af1bbf4",
+        ),
+        (16, (9, 11), 0.3, {"min_block_patches": 16, "max_block_patches": 60}, 4, "61d4e8a680f4451b"),
+        (8, (3, 30), 0.5, {"aspect_ratio": (0.5, 2.0), "min_block_patches": 1}, 5, "31bd1d5745cf44b7"),
+        (4, (24, 24), 0.9, {}, 6, "39a6fbde4092fd47"),
+    ],
+)
+def test_pinned_masks(
+    batch: int, grid: tuple[int, int], ratio: float, kwargs: dict, seed: int, digest: str
+) -> None:
+    """Masks of a seeded CPU generator are pinned (digest of the bool mask): a faster implementation
+    must draw the very same masks (trimming, top-up and large-grid paths included)."""
+    g = torch.Generator().manual_seed(seed)
+    assert _mask_digest(block_patch_masking(batch, grid, ratio, generator=g, **kwargs).mask) == digest
+
+
+def _grid_strings(mask: torch.Tensor, gh: int, gw: int) -> list[list[str]]:
+    return [["".join("x" if v else "." for v in row) for row in m] for m in mask.view(-1, gh, gw).tolist()]
+
+
+def test_pinned_small_masks() -> None:
+    pm = block_patch_masking(2, (4, 6), 0.5, generator=torch.Generator().manual_seed(7))
+    assert _grid_strings(pm.mask, 4, 6) == [
+        ["xxxx..", "..xx..", "..xxx.", "..xxx."],
+        ["..xx..", "..xx..", ".xxxx.", ".xxxx."],
+    ]
+    # one single-patch candidate, the rest topped up ring by ring around it
+    pm = block_patch_masking(
+        2,
+        (5, 5),
+        0.3,
+        num_candidates=1,
+        min_block_patches=1,
+        max_block_patches=1,
+        generator=torch.Generator().manual_seed(11),
+    )
+    assert _grid_strings(pm.mask, 5, 5) == [
+        [".....", "...x.", "..xxx", "..xxx", "...x."],
+        ["xxx..", "xxx..", "xx...", ".....", "....."],
+    ]
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (1, 6), (5, 1), (4, 4), (6, 9), (20, 3)])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 1.0])
+def test_ring_reach_matches_growing_ring_by_ring(grid: tuple[int, int], density: float) -> None:
+    """The distance-transform ring count equals growing the area one 4-neighbour ring at a time."""
+    gh, gw = grid
+    taken = torch.rand(3, gh, gw, generator=torch.Generator().manual_seed(gh * 31 + gw)) < density
+    for steps in sorted({1, 3, min(gh + gw, 16)}):
+        want = []
+        for grid_taken in taken.tolist():
+            reached = [row[:] for row in grid_taken]
+            count = [[0] * gw for _ in range(gh)]
+            for _ in range(steps):
+                reached = [
+                    [
+                        reached[r][c]
+                        or any(
+                            0 <= r + dr < gh and 0 <= c + dc < gw and reached[r + dr][c + dc]
+                            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                        )
+                        for c in range(gw)
+                    ]
+                    for r in range(gh)
+                ]
+                count = [[count[r][c] + reached[r][c] for c in range(gw)] for r in range(gh)]
+            want.append(count)
+        got = _ring_reach(taken, steps)
+        assert got.dtype == torch.float32
+        assert torch.equal(got, torch.tensor(want, dtype=torch.float32))
