@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from maskmm.models.mamo.cli import add_override_option
 from maskmm.models.mamo.config import config_to_dict, load_config
-from maskmm.models.mamo.train import Trainer
 
 import maskmm
-from maskmm.training import plot_rows, to_python
+from maskmm.training import Trainer, plot_rows, to_python
+from maskmm.training.cli import add_override_option
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             *args.overrides,
         ]
         cfg = load_config(args.config, overrides)
-        trainer = Trainer(cfg, log=False)
+        trainer = Trainer("mamo", cfg, log=False)
         device = trainer.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from maskmm.models.mamo.cli import add_override_option
 from maskmm.models.mamo.config import MAMOConfig, config_to_dict, load_config
 
 import maskmm
 from maskmm.training import autocast
+from maskmm.training.cli import add_override_option
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -148,10 +148,10 @@ def device_string(device: torch.device) -> str:
 
 def train_arm(cfg: MAMOConfig, arm: str) -> tuple[Any, dict[str, Any]]:
     """Train one arm for ``cfg.train.max_seconds``; return its trainer and a summary of the run."""
-    from maskmm.models.mamo.train import Trainer
+    from maskmm.training import Trainer
 
     print(f"[{arm}] training for {cfg.train.max_seconds:g} s (schedule over {cfg.train.steps} steps)")
-    trainer = Trainer(cfg, log=False)
+    trainer = Trainer("mamo", cfg, log=False)
     result = trainer.fit(steps=_NO_STEP_LIMIT, progress=False)
     last = next((r for r in reversed(result.history) if "loss" in r), {})
     summary = {
@@ -175,7 +175,7 @@ def evaluate_arm(trainer: Any, finegrained_samples: int) -> dict[str, dict[str, 
 
     ``finegrained_itm`` is left out for a model without an ITM head.
     """
-    from maskmm.models.mamo.eval import evaluate_finegrained, evaluate_retrieval
+    from maskmm.evaluation.run import evaluate_finegrained, evaluate_retrieval
 
     cfg, model, tok = trainer.cfg, trainer.model, trainer.tokenizer
     scorers = ["itc"] + (["itm"] if model.student.itm_head is not None else [])

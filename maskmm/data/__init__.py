@@ -38,6 +38,7 @@ from .transforms import (
     RandomHorizontalFlip,
     RandomResizedCrop,
     Resize,
+    named_normalize,
 )
 from .vocab import ShapesConfig
 
@@ -74,6 +75,7 @@ __all__ = [
     "expand_shards",
     "item_generator",
     "make_distractors",
+    "named_normalize",
     "pop_skip_counts",
     "render_scene",
     "seed_worker",

@@ -41,6 +41,7 @@ __all__ = [
     "RandomResizedCrop",
     "Resize",
     "hflip",
+    "named_normalize",
     "normalize",
     "pil_to_tensor",
     "random_resized_crop_params",
@@ -321,3 +322,14 @@ class Normalize:
         item = dict(x)
         item["image"] = normalize(item["image"], self.mean, self.std)
         return item
+
+
+def named_normalize(name: str) -> Normalize | None:
+    """The per-channel normalisation called ``name``: ``"imagenet"``, ``"clip"`` or ``"none"`` (``None``)."""
+    if name == "none":
+        return None
+    if name == "clip":
+        return Normalize(CLIP_MEAN, CLIP_STD)
+    if name == "imagenet":
+        return Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    raise ValueError(f"normalisation must be 'imagenet', 'clip' or 'none', got {name!r}")

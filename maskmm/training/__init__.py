@@ -1,6 +1,7 @@
 """Generic training utilities: optimiser groups, schedules, checkpoints, logging, DDP helpers.
 
-Nothing here knows about a particular model; ``maskmm.models.mamo.train`` assembles them.
+The one trainer (:class:`Trainer`), config system (:mod:`.config`), recipe protocol and registry
+(:mod:`.recipe`), inference API and command line of every recipe; nothing here imports a recipe.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ from .checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
+from .config import (
+    DataConfig,
+    LogConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
 from .ddp import (
     DistInfo,
     barrier,
@@ -34,27 +45,44 @@ from .ddp import (
 )
 from .grads import clip_grad_norm, split_microbatches
 from .guard import NonFiniteError, NonFiniteGuard, first_non_finite
+from .inference import Encoded, Inference, load_run
 from .logger import MetricsLogger, read_metrics, to_python
 from .metrics_file import truncate_metrics
 from .optim import DEFAULT_NO_DECAY, build_adamw, param_groups
 from .plot import plot_metrics, plot_rows, select_plot_keys
 from .progress import ProgressBar
+from .recipe import BUILTIN_RECIPES, Objective, Recipe, StepOutput, TokenizerIds, get_recipe
 from .sampler import ResumableSampler
 from .schedule import linear_ramp, warmup_cosine, warmup_cosine_scheduler
 from .signals import GracefulStop, TrainingInterrupted
+from .trainer import Trainer, TrainResult, train
 
 __all__ = [
+    "BUILTIN_RECIPES",
     "DEFAULT_NO_DECAY",
     "CheckpointError",
     "CheckpointIntegrityWarning",
     "CheckpointSaveError",
+    "DataConfig",
     "DistInfo",
+    "Encoded",
     "GracefulStop",
+    "Inference",
+    "LogConfig",
     "MetricsLogger",
     "NonFiniteError",
     "NonFiniteGuard",
+    "Objective",
+    "OptimConfig",
     "ProgressBar",
+    "Recipe",
     "ResumableSampler",
+    "RunConfig",
+    "StepOutput",
+    "TokenizerIds",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
     "TrainingInterrupted",
     "autocast",
     "barrier",
@@ -64,12 +92,17 @@ __all__ = [
     "clean_stale_temporaries",
     "cleanup_distributed",
     "clip_grad_norm",
+    "config_to_dict",
+    "dump_config",
     "first_non_finite",
+    "get_recipe",
     "init_distributed",
     "latest_checkpoint",
     "latest_intact_checkpoint",
     "linear_ramp",
     "load_checkpoint",
+    "load_config",
+    "load_run",
     "maybe_no_sync",
     "param_groups",
     "plot_metrics",
@@ -85,6 +118,7 @@ __all__ = [
     "select_plot_keys",
     "split_microbatches",
     "to_python",
+    "train",
     "truncate_metrics",
     "unwrap",
     "verify_checkpoint",

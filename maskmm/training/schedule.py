@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from maskmm._ramp import linear_ramp
+
 __all__ = ["linear_ramp", "warmup_cosine", "warmup_cosine_scheduler"]
 
 
@@ -34,11 +36,3 @@ def warmup_cosine_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps, min_ratio)
     )
-
-
-def linear_ramp(step: int, ramp_steps: int, final: float = 1.0, start: float = 0.0) -> float:
-    """``start`` -> ``final`` linearly over ``ramp_steps`` steps (``final`` at once if 0)."""
-    if ramp_steps <= 0:
-        return final
-    t = min(max(step, 0) / ramp_steps, 1.0)
-    return start + (final - start) * t

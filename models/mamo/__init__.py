@@ -2,15 +2,14 @@
 
 - :mod:`.config`: :class:`MAMOConfig` and the ``tiny`` / ``base`` YAML presets with overrides.
 - :mod:`.model`: :class:`MAMO` (ITC + ITM + MLM + MRM + MIM over a jointly masked pair).
-- :mod:`.builder`: config -> parts -> model.
-- :mod:`.train`, :mod:`.eval`, :mod:`.inference`, :mod:`.cli`: training loop, evaluation,
-  inference API and the ``maskmm-train`` / ``maskmm-eval`` commands.
+- :mod:`.builder`: config -> parts -> model; :mod:`.recipe`: MAMO as a recipe of the one trainer
+  (``maskmm-train --recipe mamo``), evaluator and inference API of :mod:`maskmm.training`.
 
 Heavy modules are imported lazily: ``import maskmm.models.mamo`` only loads the config.
 """
 
 from __future__ import annotations
 
-from .config import MAMOConfig, apply_overrides, config_from_dict, config_to_dict, load_config
+from .config import MAMOConfig, config_from_dict, config_to_dict, load_config
 
-__all__ = ["MAMOConfig", "apply_overrides", "config_from_dict", "config_to_dict", "load_config"]
+__all__ = ["MAMOConfig", "config_from_dict", "config_to_dict", "load_config"]

@@ -2,89 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from maskmm.losses import ImageTextContrastive
-from maskmm.masking import TokenMasker
-from maskmm.nn import (
-    FusionConfig,
-    MatchingHead,
-    PredictionDecoder,
-    ProjectionHead,
-    RegressionHead,
-    TextConfig,
-    VisionConfig,
-    build_fusion_encoder,
-    build_mlm_head,
-    build_text_encoder,
-    build_vision_encoder,
-)
-from maskmm.nn.init import init_linear_xavier
-from maskmm.teachers import ConstantDecay, CosineDecay, LinearDecay
+from maskmm.nn import MatchingHead, PredictionDecoder, ProjectionHead, RegressionHead, build_mlm_head
+from maskmm.nn.encoders_config import build_encoders
 
 from .config import MAMOConfig
-from .model import LOSS_NAMES, MAMO, MAMOSettings, MAMOStudent
+from .model import LOSS_NAMES, MAMO, MAMOSchedule, MAMOSettings, MAMOStudent
 
-__all__ = ["build_model", "build_settings", "decay_schedule", "encoder_configs"]
-
-
-def encoder_configs(
-    cfg: MAMOConfig, vocab_size: int, pad_id: int = 0
-) -> tuple[VisionConfig, TextConfig, FusionConfig]:
-    """``maskmm.nn`` configs of the three encoders described by ``cfg.model``."""
-    m = cfg.model
-    vision = VisionConfig(
-        image_size=m.image_size,
-        patch_size=m.patch_size,
-        dim=m.vision_dim,
-        depth=m.vision_depth,
-        num_heads=m.vision_heads,
-        mlp_ratio=m.mlp_ratio,
-        dropout=m.dropout,
-        attn_dropout=m.dropout,
-        drop_path=m.drop_path,
-        mask_token=True,
-        attn_backend=m.attention_backend,
-        grad_checkpointing=m.grad_checkpointing,
-    )
-    text = TextConfig(
-        vocab_size=vocab_size,
-        dim=m.text_dim,
-        depth=m.text_depth,
-        num_heads=m.text_heads,
-        intermediate_size=round(m.text_dim * m.mlp_ratio),
-        max_position=m.max_text_len,
-        pad_token_id=pad_id,
-        dropout=m.dropout,
-        attn_dropout=m.dropout,
-        drop_path=m.drop_path,
-        attn_backend=m.attention_backend,
-        grad_checkpointing=m.grad_checkpointing,
-    )
-    fusion = FusionConfig(
-        kind=m.fusion,
-        dim=m.text_dim,
-        depth=m.fusion_depth,
-        num_heads=m.fusion_heads,
-        intermediate_size=round(m.text_dim * m.mlp_ratio),
-        image_dim=m.vision_dim,
-        dropout=m.dropout,
-        attn_dropout=m.dropout,
-        drop_path=m.drop_path,
-        attn_backend=m.attention_backend,
-        grad_checkpointing=m.grad_checkpointing,
-    )
-    return vision, text, fusion
-
-
-def decay_schedule(cfg: MAMOConfig) -> Any:
-    """EMA decay (constant float or a :mod:`maskmm.teachers` schedule) from ``cfg.ema``."""
-    e = cfg.ema
-    if e.schedule == "constant":
-        return ConstantDecay(e.decay)
-    if e.schedule == "linear":
-        return LinearDecay(base=e.decay, final=e.final_decay, steps=e.anneal_steps)
-    return CosineDecay(base=e.decay, final=e.final_decay, steps=e.anneal_steps)
+__all__ = ["build_model", "build_settings"]
 
 
 def build_settings(cfg: MAMOConfig) -> MAMOSettings:
@@ -131,15 +56,9 @@ def build_model(
         raise ValueError(
             f"vocab_size must be a positive int (from the tokenizer or model.vocab_size), got {vocab!r}"
         )
-    vcfg, tcfg, fcfg = encoder_configs(cfg, vocab, pad_id)
     L = cfg.losses
     m = cfg.model
-    vision = build_vision_encoder(vcfg)
-    text = build_text_encoder(tcfg)
-    fusion = build_fusion_encoder(fcfg)
-    if m.init == "xavier":
-        for part in (vision, text, fusion):
-            part.apply(init_linear_xavier)
+    vision, text, fusion = build_encoders(m, vocab, pad_id, mask_token=True)
     mim_in = m.vision_dim if m.fusion == "cross" else m.text_dim
     student = MAMOStudent(
         vision=vision,
@@ -174,17 +93,20 @@ def build_model(
         if L.itc
         else None
     )
-    k = cfg.masking
     text_masker = (
-        TokenMasker(
-            k.text_ratio,
-            mask_token_id=mask_token_id,
-            vocab_size=vocab,
-            special_ids=special_ids,
-            mask_prob=k.mask_prob,
-            random_prob=k.random_prob,
-        )
-        if L.mlm or L.mrm or L.mim
-        else None
+        cfg.masking.text().build(vocab, mask_token_id, special_ids) if L.mlm or L.mrm or L.mim else None
     )
-    return MAMO(student, build_settings(cfg), itc=itc, text_masker=text_masker, ema_decay=decay_schedule(cfg))
+    schedule = MAMOSchedule(
+        alpha=cfg.itc.alpha_at,
+        itm_hardness=lambda step: cfg.itm.hardness_at(step - L.itm_start_step),
+        active_losses=L.active_at,
+        find_unused_parameters=L.itm_start_step > 0 or L.masked_start_step > 0,
+    )
+    return MAMO(
+        student,
+        build_settings(cfg),
+        itc=itc,
+        text_masker=text_masker,
+        ema_decay=cfg.ema.decay_schedule(),
+        schedule=schedule,
+    )

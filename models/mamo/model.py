@@ -49,7 +49,7 @@ Dropout and other draws of the global torch RNG stay per rank (the ``tiny`` pres
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -148,6 +148,17 @@ class MAMOSettings:
         return name in self.losses
 
 
+class MAMOSchedule(NamedTuple):
+    """What changes with the training step: the distillation weight ``alpha(step)``, the ITM hardness
+    ``itm_hardness(step)`` and the enabled losses computed at ``step`` (``active_losses``; ``None``:
+    all of them from step 0). ``find_unused_parameters``: some loss joins later (DDP must know)."""
+
+    alpha: Callable[[int], float] = lambda step: 0.4
+    itm_hardness: Callable[[int], float] = lambda step: 1.0
+    active_losses: Callable[[int], tuple[str, ...]] | None = None
+    find_unused_parameters: bool = False
+
+
 class MAMOOutput(NamedTuple):
     """Result of one :meth:`MAMO.forward`.
 
@@ -224,8 +235,9 @@ class MAMO(nn.Module):
             text ratio); required with MLM, MRM or MIM.
         ema_decay: float or schedule ``step -> decay`` of the teacher.
         fp32_shadow: keep fp32 master weights in the teacher (for bf16 students).
+        schedule: the step-dependent settings :meth:`forward` uses (:class:`MAMOSchedule`).
 
-    Call :meth:`update_teacher` after each optimizer step.
+    Call :meth:`update_teacher` (or :meth:`after_optimizer_step`) after each optimizer step.
     """
 
     def __init__(
@@ -237,8 +249,10 @@ class MAMO(nn.Module):
         text_masker: TokenMasker | None = None,
         ema_decay: object = 0.995,
         fp32_shadow: bool = False,
+        schedule: MAMOSchedule | None = None,
     ) -> None:
         super().__init__()
+        self.schedule = schedule if schedule is not None else MAMOSchedule()
         if not isinstance(student, MAMOStudent):
             raise TypeError(f"student must be a MAMOStudent, got {type(student).__name__}")
         if not isinstance(settings, MAMOSettings):
@@ -337,9 +351,44 @@ class MAMO(nn.Module):
         pm = random_patch_masking(b, num_patches, ratio, device=input_ids.device, generator=generator)
         return pm, self.text_masker(input_ids, text_valid, generator=generator)
 
-    # ------------------------------------------------------------------ forward
+    # ------------------------------------------------------------------ recipe protocol
+
+    has_itc = property(
+        lambda self: self.student.vision_proj is not None and self.student.text_proj is not None
+    )
+    has_itm = property(lambda self: self.student.itm_head is not None)
+    find_unused_parameters = property(lambda self: self.schedule.find_unused_parameters)
 
     def forward(
+        self, batch: Mapping[str, Tensor], *, step: int = 0, generator: torch.Generator | None = None
+    ) -> MAMOOutput:
+        """The losses of the 0-based ``step`` on ``batch`` (``images``, ``input_ids``, ``text_valid``,
+        ``image_ids``), with the distillation weight, ITM hardness and active losses the
+        :class:`MAMOSchedule` gives for that step (:meth:`compute` takes them explicitly)."""
+        sch = self.schedule
+        active = sch.active_losses(step) if sch.active_losses is not None else None
+        hardness = sch.itm_hardness(step)
+        out = self.compute(
+            batch["images"],
+            batch["input_ids"],
+            batch["text_valid"],
+            batch.get("image_ids"),
+            alpha=sch.alpha(step),
+            itm_hardness=hardness,
+            active_losses=active,
+            generator=generator,
+        )
+        if "itm" in (active if active is not None else self.settings.losses):
+            out.stats["itm/hardness"] = torch.tensor(hardness)  # a CPU scalar: no device work
+        return out
+
+    def after_optimizer_step(self, step: int) -> None:
+        """EMA update of the teacher (the trainer calls it after each optimiser step)."""
+        self.update_teacher(step)
+
+    # ------------------------------------------------------------------ losses
+
+    def compute(
         self,
         images: Tensor,
         input_ids: Tensor,

@@ -95,7 +95,8 @@ def test_tokenizer_without_cls_sep_post_processor_is_refused(no_post_dir):
 
 def test_mamo_build_tokenizer_names_the_config_field(tmp_path, no_post_dir):
     from maskmm.models.mamo.config import load_config
-    from maskmm.models.mamo.data import build_tokenizer
+
+    from maskmm.training.data import build_tokenizer
 
     (tmp_path / "empty").mkdir()
     cfg = load_config("tiny", data={"tokenizer": str(tmp_path / "empty")})

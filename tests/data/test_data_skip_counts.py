@@ -303,7 +303,8 @@ def test_annotations_without_any_usable_record_raise(tmp_path):
 
 def test_mamo_training_set_names_the_config_fields(json_with_broken_images, tmp_path):
     from maskmm.models.mamo.config import load_config
-    from maskmm.models.mamo.data import build_train_dataset
+
+    from maskmm.training.data import build_train_dataset
 
     root = json_with_broken_images
     cfg = load_config(

@@ -6,8 +6,9 @@ import pytest
 import torch
 from mamo_helpers import SMALL_MODEL
 from maskmm.models.mamo.config import load_config
-from maskmm.models.mamo.train import Trainer
 from spawn_helpers import free_port, run_ranks
+
+from maskmm.training import Trainer
 
 pytestmark = pytest.mark.distributed
 
@@ -38,7 +39,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    tr = Trainer(load_config("tiny", [*SETS, f"train.out_dir={out}"]), device="cpu", log=False)
+    tr = Trainer("mamo", load_config("tiny", [*SETS, f"train.out_dir={out}"]), device="cpu", log=False)
     tr.fit(progress=False)
     torch.save({k: v for k, v in tr.model.state_dict().items() if "queue" not in k}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
@@ -48,7 +49,9 @@ def test_two_process_gloo_step_equals_single_process(tmp_path, monkeypatch):
     """ITC with features gathered across 2 ranks + DDP gradient averaging == one process on the
     concatenated batch: identical student, temperature and teacher after one step."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    single = Trainer(load_config("tiny", [*SETS, f"train.out_dir={tmp_path}"]), device="cpu", log=False)
+    single = Trainer(
+        "mamo", load_config("tiny", [*SETS, f"train.out_dir={tmp_path}"]), device="cpu", log=False
+    )
     single.fit(progress=False)
     ref = {k: v for k, v in single.model.state_dict().items() if "queue" not in k}
     run_ranks(_worker, (free_port(), str(tmp_path)))
@@ -59,7 +62,7 @@ def test_two_process_gloo_step_equals_single_process(tmp_path, monkeypatch):
             if isinstance(v, torch.Tensor) and v.is_floating_point():
                 assert torch.allclose(got[k], v, atol=2e-6, rtol=1e-5), k
     # the step did change the weights (the comparison is not vacuous)
-    init = Trainer(load_config("tiny", [*SETS, f"train.out_dir={tmp_path}"]), device="cpu", log=False)
+    init = Trainer("mamo", load_config("tiny", [*SETS, f"train.out_dir={tmp_path}"]), device="cpu", log=False)
     w = "student.vision.blocks.0.attn.qkv.weight"
     assert not torch.equal(init.model.state_dict()[w], ref[w])
 
@@ -93,7 +96,7 @@ def _full_worker(rank: int, port: int, out: str, sets: list[str]) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    tr = Trainer(load_config("tiny", [*sets, f"train.out_dir={out}"]), device="cpu", log=False)
+    tr = Trainer("mamo", load_config("tiny", [*sets, f"train.out_dir={out}"]), device="cpu", log=False)
     batch = tr.next_batch()
     stats = tr.train_step(batch)
     torch.save(
@@ -116,7 +119,7 @@ def test_two_process_full_mamo_step_equals_single_process(tmp_path, monkeypatch,
     length, global-batch masking and global-count normalisation are all exercised."""
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     sets = [*ALL_LOSSES, *VARIANTS[variant], f"train.out_dir={tmp_path}"]
-    single = Trainer(load_config("tiny", sets), device="cpu", log=False)
+    single = Trainer("mamo", load_config("tiny", sets), device="cpu", log=False)
     init = {k: v.clone() for k, v in single.model.state_dict().items() if isinstance(v, torch.Tensor)}
     # the single run's first batch is the ranks' batches in rank order (the sampler deals each rank
     # a block of the global batch), so this compares a DDP run with the same run in one process

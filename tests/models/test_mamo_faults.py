@@ -10,18 +10,19 @@ import warnings
 import pytest
 import torch
 from mamo_helpers import SMALL_MODEL
-from maskmm.models.mamo import train as train_module
-from maskmm.models.mamo.cli import train_main
+from maskmm.models.mamo import recipe as recipe_module
 from maskmm.models.mamo.config import load_config
-from maskmm.models.mamo.train import NonFiniteError, Trainer
 
 from maskmm.training import (
     CheckpointIntegrityWarning,
     CheckpointSaveError,
+    NonFiniteError,
+    Trainer,
     checkpoint_record_path,
     load_checkpoint,
     read_metrics,
 )
+from maskmm.training.cli import train_main
 
 RUN = [
     *SMALL_MODEL,
@@ -44,7 +45,7 @@ def _cfg(out, *extra):
 
 
 def _fit(out, *extra, **kwargs):
-    trainer = Trainer(_cfg(out, *extra), device="cpu", **kwargs)
+    trainer = Trainer("mamo", _cfg(out, *extra), device="cpu", **kwargs)
     try:
         return trainer, trainer.fit()
     finally:
@@ -60,7 +61,7 @@ def _all_finite(state):
 
 
 def test_a_non_finite_batch_is_skipped_counted_and_leaves_no_trace(tmp_path, monkeypatch):
-    trainer = Trainer(_cfg(tmp_path), device="cpu")
+    trainer = Trainer("mamo", _cfg(tmp_path), device="cpu")
     real_next = trainer.next_batch
     before = {}
 
@@ -154,7 +155,7 @@ def test_a_new_run_refuses_an_old_runs_folder_and_overwrite_replaces_it(tmp_path
     old = {p.name for p in tmp_path.iterdir()}
     assert {"step_2.pt", "step_4.pt", "config.yaml", "metrics.jsonl", "model.pt"} <= old
     with pytest.raises(ValueError, match="already holds a run"):
-        Trainer(_cfg(tmp_path, "train.steps=6", "train.save_every=3"), device="cpu")
+        Trainer("mamo", _cfg(tmp_path, "train.steps=6", "train.save_every=3"), device="cpu")
     assert {p.name for p in tmp_path.iterdir()} == old  # nothing touched
     _, res = _fit(tmp_path, "train.steps=6", "train.save_every=3", overwrite=True)
     assert sorted(p.name for p in tmp_path.glob("step_*.pt")) == ["step_3.pt", "step_6.pt"]
@@ -173,7 +174,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_keeps_metrics_unique(tmp_p
     (run / ".step_4.pt.abcd1234.tmp").write_bytes(b"leftover of a killed save")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer = Trainer(_cfg(run), device="cpu", resume=run)
+        trainer = Trainer("mamo", _cfg(run), device="cpu", resume=run)
     assert trainer.step == 2
     named = [str(w.message) for w in caught if issubclass(w.category, CheckpointIntegrityWarning)]
     assert any("step_4.pt" in m for m in named), named
@@ -190,7 +191,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_keeps_metrics_unique(tmp_p
 
 def test_resume_applies_a_new_learning_rate_and_refuses_what_it_cannot_honour(tmp_path):
     _fit(tmp_path, "train.steps=2")
-    trainer = Trainer(_cfg(tmp_path, "optim.lr=3e-3"), device="cpu", resume=tmp_path / "step_2.pt")
+    trainer = Trainer("mamo", _cfg(tmp_path, "optim.lr=3e-3"), device="cpu", resume=tmp_path / "step_2.pt")
     lam = trainer.scheduler.lr_lambdas[0](trainer.scheduler.last_epoch)
     assert trainer.scheduler.base_lrs[0] == pytest.approx(3e-3)
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * lam)
@@ -199,7 +200,7 @@ def test_resume_applies_a_new_learning_rate_and_refuses_what_it_cannot_honour(tm
     for change in ("train.batch_size=8", "train.seed=5", "model.fusion_depth=3"):
         field = change.split("=")[0]
         with pytest.raises(ValueError, match=rf"cannot change when resuming.*{field}"):
-            Trainer(_cfg(tmp_path, change), device="cpu", resume=tmp_path)
+            Trainer("mamo", _cfg(tmp_path, change), device="cpu", resume=tmp_path)
 
 
 def test_cli_resume_writes_where_it_resumed_from(tmp_path, monkeypatch):
@@ -222,7 +223,7 @@ def _no_model(*args, **kwargs):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_device_without_cuda_is_refused_before_building(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "build_model", _no_model)
+    monkeypatch.setattr(recipe_module, "build_model", _no_model)
     sets = [x for o in RUN for x in ("--set", o)]
     with pytest.raises(SystemExit) as exc:
         train_main([*sets, "--set", "train.device=cuda", "--out-dir", str(tmp_path), "--quiet"])
@@ -231,13 +232,13 @@ def test_cuda_device_without_cuda_is_refused_before_building(tmp_path, monkeypat
 
 
 def test_unusable_out_dir_is_refused_before_building(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "build_model", _no_model)
+    monkeypatch.setattr(recipe_module, "build_model", _no_model)
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(ValueError, match=r"train.out_dir = .* is not a folder"):
-        Trainer(_cfg(a_file), device="cpu")
+        Trainer("mamo", _cfg(a_file), device="cpu")
     with pytest.raises(ValueError, match=r"train.out_dir = .* is not writable"):
-        Trainer(_cfg("/proc/maskmm-no-such-run"), device="cpu")
+        Trainer("mamo", _cfg("/proc/maskmm-no-such-run"), device="cpu")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to simulate a full disk")

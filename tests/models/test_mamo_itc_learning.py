@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from mamo_helpers import SMALL_MODEL
 from maskmm.models.mamo.config import load_config
-from maskmm.models.mamo.train import Trainer
+
+from maskmm.training import Trainer
 
 SMALL = [
     *SMALL_MODEL,
@@ -28,7 +29,7 @@ def test_tiny_preset_queues_only_momentum_keys():
 
 
 def test_contrastive_only_overfits_a_fixed_batch(tmp_path):
-    tr = Trainer(load_config("tiny", [*SMALL, f"train.out_dir={tmp_path}"]), device="cpu", log=False)
+    tr = Trainer("mamo", load_config("tiny", [*SMALL, f"train.out_dir={tmp_path}"]), device="cpu", log=False)
     batch = tr.next_batch()
     assert batch["image_ids"].unique().numel() == batch["image_ids"].numel()  # distinct positives
     m = tr.model.student

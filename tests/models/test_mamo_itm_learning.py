@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from mamo_helpers import SMALL_MODEL
 from maskmm.models.mamo.config import load_config
-from maskmm.models.mamo.train import Trainer
+
+from maskmm.training import Trainer
 
 SETS = [
     *SMALL_MODEL,
@@ -23,7 +24,7 @@ SETS = [
 def test_itm_leaves_the_class_prior_on_a_fixed_batch(tmp_path):
     cfg = load_config("tiny", [*SETS, f"train.out_dir={tmp_path}"])
     assert cfg.model.init == "xavier" and cfg.itm.easy_steps >= 200  # what the preset relies on
-    tr = Trainer(cfg, device="cpu", log=False)
+    tr = Trainer("mamo", cfg, device="cpu", log=False)
     batch = tr.next_batch()
     assert batch["image_ids"].unique().numel() == 16  # every pair distinct: 16 positives, 32 negatives
     acc = []

@@ -13,11 +13,12 @@ import torch
 from mamo_helpers import SMALL_MODEL, benchmark_script
 from maskmm.models.mamo.builder import build_model
 from maskmm.models.mamo.config import load_config
-from maskmm.models.mamo.data import build_tokenizer, eval_dataset
-from maskmm.models.mamo.eval import evaluate, evaluate_finegrained
-from maskmm.models.mamo.train import Trainer
 
 from maskmm.data import build_fine_grained_set
+from maskmm.evaluation.builtin import eval_dataset
+from maskmm.evaluation.run import evaluate, evaluate_finegrained
+from maskmm.training import Trainer
+from maskmm.training.data import build_tokenizer
 
 SMALL = [
     *SMALL_MODEL,
@@ -41,7 +42,7 @@ CONTRASTIVE = ["losses.itm=false", "losses.mlm=false", "losses.mrm=false", "loss
 
 def _trainer(tmp_path: Path, *extra: str, log: bool = False) -> Trainer:
     cfg = load_config("tiny", [*SMALL, f"train.out_dir={tmp_path}", *extra])
-    return Trainer(cfg, device="cpu", log=log)
+    return Trainer("mamo", cfg, device="cpu", log=log)
 
 
 def _built(*extra: str):

@@ -47,7 +47,7 @@ def _batch(b: int = 5, length: int = 9, seed: int = 1):
 
 def test_forward_all_losses_finite_and_weighted_sum():
     m = _model("losses.itm_weight=0.5", "losses.mim_weight=2.0")
-    out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+    out = m.compute(*_batch(), generator=torch.Generator().manual_seed(0))
     assert set(out.losses) == {"itc", "itm", "mlm", "mrm", "mim"}
     assert all(torch.isfinite(v) for v in out.losses.values())
     w = {"itm": 0.5, "mim": 2.0}
@@ -68,7 +68,8 @@ def test_each_loss_alone_decreases_on_a_fixed_batch(loss):
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
     values = []
     for step in range(12):
-        out = m(*batch, alpha=0.0, generator=torch.Generator().manual_seed(0))  # same masks every step
+        # the same masks every step
+        out = m.compute(*batch, alpha=0.0, generator=torch.Generator().manual_seed(0))
         assert set(out.losses) == {loss}
         assert torch.isfinite(out.loss)
         values.append(out.loss.item())
@@ -86,7 +87,7 @@ def test_teacher_never_gets_gradients_and_follows_ema():
     assert not any(id(t) in opt_params for t in teacher_tensors)
     assert not any(t.requires_grad for t in teacher_tensors)
     before = {k: v.clone() for k, v in m.teacher.module.state_dict().items()}
-    out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+    out = m.compute(*_batch(), generator=torch.Generator().manual_seed(0))
     out.loss.backward()
     assert all(t.grad is None for t in teacher_tensors)
     assert all(
@@ -109,7 +110,7 @@ def test_teacher_holds_only_what_targets_need(momentum):
     assert not any(n.startswith(("itm_head", "mrm_head", "mim_decoder", "queue")) for n in names)
     assert any(n.startswith("fusion.") for n in names)
     assert any(n.startswith("vision_proj") for n in names) == momentum
-    out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+    out = m.compute(*_batch(), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out.losses["itc"])
 
 
@@ -127,7 +128,7 @@ def test_teacher_holds_only_what_targets_need(momentum):
 )
 def test_ablations_are_config_only(extra, expected):
     m = _model(*extra)
-    out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+    out = m.compute(*_batch(), generator=torch.Generator().manual_seed(0))
     assert set(out.losses) == (expected or {"itc", "itm", "mlm", "mrm", "mim"})
     assert all(torch.isfinite(v) for v in out.losses.values())
     out.loss.backward()
@@ -142,28 +143,28 @@ def test_ablations_are_config_only(extra, expected):
 
 def test_cross_fusion_mrm_scores_text_positions_only():
     m = _model("model.fusion=cross")
-    out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+    out = m.compute(*_batch(), generator=torch.Generator().manual_seed(0))
     assert out.stats["mrm/num_masked"].item() == pytest.approx(out.stats["mask/text_masked"].item() * 5)
 
 
 def test_merged_fusion_mrm_scores_both_modalities():
     m = _model()
-    out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+    out = m.compute(*_batch(), generator=torch.Generator().manual_seed(0))
     expected = 5 * (out.stats["mask/image_masked"] + out.stats["mask/text_masked"])
     assert out.stats["mrm/num_masked"].item() == pytest.approx(expected.item())
 
 
 def test_seeded_determinism():
     batch = _batch()
-    a = _model()(*batch, generator=torch.Generator().manual_seed(3)).loss
-    b = _model()(*batch, generator=torch.Generator().manual_seed(3)).loss
-    c = _model()(*batch, generator=torch.Generator().manual_seed(4)).loss
+    a = _model().compute(*batch, generator=torch.Generator().manual_seed(3)).loss
+    b = _model().compute(*batch, generator=torch.Generator().manual_seed(3)).loss
+    c = _model().compute(*batch, generator=torch.Generator().manual_seed(4)).loss
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_nothing_masked_is_defined():
     m = _model("masking.image_ratio=0.0", "masking.text_ratio=0.0")
-    out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+    out = m.compute(*_batch(), generator=torch.Generator().manual_seed(0))
     for k in ("mlm", "mrm", "mim"):
         assert out.losses[k].item() == 0.0
     out.loss.backward()
@@ -172,34 +173,36 @@ def test_nothing_masked_is_defined():
 def test_active_losses_compute_a_subset():
     m = _model()
     images, ids, valid, image_ids = _batch()
-    out = m(images, ids, valid, image_ids, active_losses=("itc",), generator=torch.Generator().manual_seed(0))
+    out = m.compute(
+        images, ids, valid, image_ids, active_losses=("itc",), generator=torch.Generator().manual_seed(0)
+    )
     assert set(out.losses) == {"itc"} and not any(k.startswith(("mlm/", "mask/", "itm/")) for k in out.stats)
     out.loss.backward()
     assert m.student.fusion.layers[0].attn.qkv.weight.grad is None  # no loss used the fusion
     assert m.student.vision.blocks[0].attn.qkv.weight.grad is not None
-    both = m(images, ids, valid, image_ids, active_losses=["itc", "mlm"], generator=torch.Generator())
+    both = m.compute(images, ids, valid, image_ids, active_losses=["itc", "mlm"], generator=torch.Generator())
     assert set(both.losses) == {"itc", "mlm"}
     with pytest.raises(ValueError, match="active_losses"):
-        m(images, ids, valid, image_ids, active_losses=("itc", "bogus"))
+        m.compute(images, ids, valid, image_ids, active_losses=("itc", "bogus"))
     with pytest.raises(ValueError, match="active_losses"):
-        m(images, ids, valid, image_ids, active_losses=())
+        m.compute(images, ids, valid, image_ids, active_losses=())
 
 
 def test_bad_inputs_raise_naming_the_argument():
     m = _model()
     images, ids, valid, iid = _batch()
     with pytest.raises(ValueError, match="images"):
-        m(images[0], ids, valid)
+        m.compute(images[0], ids, valid)
     with pytest.raises(TypeError, match="text_valid"):
-        m(images, ids, valid.long())
+        m.compute(images, ids, valid.long())
     with pytest.raises(ValueError, match="input_ids"):
-        m(images, ids[:3], valid)
+        m.compute(images, ids[:3], valid)
     with pytest.raises(ValueError, match="image_ids"):
-        m(images, ids, valid, iid[:2])
+        m.compute(images, ids, valid, iid[:2])
     with pytest.raises(ValueError, match="alpha"):
-        m(images, ids, valid, alpha=1.5)
+        m.compute(images, ids, valid, alpha=1.5)
     with pytest.raises(ValueError, match="batch of at least 2"):
-        m(images[:1], ids[:1], valid[:1])
+        m.compute(images[:1], ids[:1], valid[:1])
 
 
 def _smooth_l1(d: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -217,7 +220,7 @@ def test_mrm_and_mim_match_a_plain_reference():
     """Recompute the masked view, the teacher targets and both regression losses by hand."""
     m = _model("losses.itc=false", "losses.itm=false", "losses.mlm=false", "losses.mrm_top_k=2")
     images, ids, valid, iid = _batch()
-    out = m(images, ids, valid, iid, generator=torch.Generator().manual_seed(5))
+    out = m.compute(images, ids, valid, iid, generator=torch.Generator().manual_seed(5))
     pm, tm = m.mask_batch(ids, valid, 16, generator=torch.Generator().manual_seed(5))
     st, te = m.student, m.teacher.module
     with torch.no_grad():
@@ -244,7 +247,7 @@ def test_mrm_and_mim_match_a_plain_reference():
 def test_bf16_autocast_runs_with_fp32_losses():
     m = _model("losses.mlm_distill=true")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = m(*_batch(), generator=torch.Generator().manual_seed(0))
+        out = m.compute(*_batch(), generator=torch.Generator().manual_seed(0))
     assert out.loss.dtype == torch.float32 and all(v.dtype == torch.float32 for v in out.losses.values())
     assert all(torch.isfinite(v) for v in out.losses.values())
     out.loss.backward()

@@ -43,7 +43,7 @@ RUN = [
 
 def _cmd(out: Path, *overrides: str, extra: tuple[str, ...] = ()) -> list[str]:
     sets = [x for o in (*RUN, *overrides) for x in ("--set", o)]
-    return [sys.executable, "-m", "maskmm.models.mamo.train", *sets, "--out-dir", str(out), "--quiet", *extra]
+    return [sys.executable, "-m", "maskmm.training.cli", *sets, "--out-dir", str(out), "--quiet", *extra]
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -5,12 +5,11 @@ import json
 import pytest
 import torch
 from mamo_helpers import SMALL_MODEL
-from maskmm.models.mamo.cli import eval_main, train_main
 from maskmm.models.mamo.config import load_config
-from maskmm.models.mamo.inference import MAMOInference
-from maskmm.models.mamo.train import Trainer
 
-from maskmm.training import read_metrics
+from maskmm.training import Inference as MAMOInference
+from maskmm.training import Trainer, read_metrics
+from maskmm.training.cli import eval_main, train_main
 
 TINY = [
     *SMALL_MODEL,
@@ -39,18 +38,21 @@ def _losses(history):
 
 
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path):
-    full = Trainer(load_config("tiny", [*TINY, f"train.out_dir={tmp_path / 'a'}"]), device="cpu")
+    full = Trainer("mamo", load_config("tiny", [*TINY, f"train.out_dir={tmp_path / 'a'}"]), device="cpu")
     ref = full.fit()
     full.close()
     assert ref.step == 4 and len(_losses(ref.history)) == 4
 
-    part = Trainer(load_config("tiny", [*TINY, f"train.out_dir={tmp_path / 'b'}"]), device="cpu")
+    part = Trainer("mamo", load_config("tiny", [*TINY, f"train.out_dir={tmp_path / 'b'}"]), device="cpu")
     part.fit(steps=2)
     part.close()
     assert (tmp_path / "b" / "step_2.pt").is_file()
 
     again = Trainer(
-        load_config("tiny", [*TINY, f"train.out_dir={tmp_path / 'b'}"]), device="cpu", resume=tmp_path / "b"
+        "mamo",
+        load_config("tiny", [*TINY, f"train.out_dir={tmp_path / 'b'}"]),
+        device="cpu",
+        resume=tmp_path / "b",
     )
     assert again.step == 2
     res = again.fit()
@@ -84,12 +86,12 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert exc.value.code == 2 and "only overrides eval.* fields" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         train_main(["--set", "train.nope=1"])
-    assert exc.value.code == 2 and "unknown field 'nope'" in capsys.readouterr().err
+    assert exc.value.code == 2 and "config field 'train.nope'" in capsys.readouterr().err
 
 
 def test_inference_api(tmp_path):
     cfg = load_config("tiny", [*TINY, f"train.out_dir={tmp_path}", "train.steps=1"])
-    tr = Trainer(cfg, device="cpu")
+    tr = Trainer("mamo", cfg, device="cpu")
     tr.fit()
     tr.close()
     inf = MAMOInference.load(tmp_path)
@@ -113,7 +115,7 @@ def test_inference_api(tmp_path):
 
 def test_losses_join_at_their_start_steps_in_the_loop(tmp_path):
     sets = [*TINY, f"train.out_dir={tmp_path}", "losses.itm_start_step=2", "losses.masked_start_step=3"]
-    res = Trainer(load_config("tiny", sets), device="cpu", log=False).fit()
+    res = Trainer("mamo", load_config("tiny", sets), device="cpu", log=False).fit()
     seen = {r["step"]: {k[5:] for k in r if k.startswith("loss_")} for r in res.history}
     assert seen[1] == seen[2] == {"itc"}  # steps are logged 1-based: step 2 ran at 0-based step 1
     assert seen[3] == {"itc", "itm"}

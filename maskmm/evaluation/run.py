@@ -1,4 +1,6 @@
-"""Evaluation of a MAMO model on the built-in data.
+"""Evaluation of any recipe's model on the built-in data (the model follows
+:class:`maskmm.training.Objective`: ``encode_image``, ``encode_text``, ``itm_logits``, ``has_itc``,
+``has_itm``).
 
 - Zero-shot retrieval, both directions, R@1/5/10: ITC similarities, then ITM re-ranking of the
   top-k candidates (as ALBEF). Relevance is fact-based (a caption is relevant to every image it
@@ -9,30 +11,25 @@
 - Grounding: Grad-CAM of the ITM match logit w.r.t. the image tokens entering the fusion, for
   each object's noun phrase; pointing-game and energy-in-box scores.
 
-Run: ``maskmm-eval --checkpoint runs/mamo-tiny`` or ``python -m maskmm.models.mamo.eval``.
+Run: ``maskmm-eval --checkpoint runs/mamo-tiny``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from maskmm._host import to_python
 from maskmm.data import build_fine_grained_set
-from maskmm.evaluation import (
-    box_patch_mask,
-    distractor_accuracy,
-    grad_cam,
-    grounding_scores,
-    rerank_topk,
-    retrieval_recall,
-)
-from maskmm.training import to_python
 
-from .config import MAMOConfig
-from .data import eval_dataset, retrieval_set
-from .model import MAMO
+from .builtin import eval_dataset, retrieval_set
+from .finegrained import distractor_accuracy
+from .grounding import box_patch_mask, grad_cam, grounding_scores
+from .rerank import rerank_topk
+from .retrieval import retrieval_recall
 
 __all__ = [
     "encode_images",
@@ -46,12 +43,12 @@ __all__ = [
 ]
 
 
-def _device(model: MAMO) -> torch.device:
+def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.no_grad()
-def encode_images(model: MAMO, images: Tensor, batch_size: int = 128) -> tuple[Tensor, Tensor]:
+def encode_images(model: nn.Module, images: Tensor, batch_size: int = 128) -> tuple[Tensor, Tensor]:
     """Image states ``[N, 1+P, D]`` and normalised ITC features ``[N, E]`` (batched)."""
     dev = _device(model)
     states, feats = [], []
@@ -64,7 +61,7 @@ def encode_images(model: MAMO, images: Tensor, batch_size: int = 128) -> tuple[T
 
 @torch.no_grad()
 def encode_texts(
-    model: MAMO, tokenizer: Any, captions: list[str], max_len: int, batch_size: int = 256
+    model: nn.Module, tokenizer: Any, captions: list[str], max_len: int, batch_size: int = 256
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Text states ``[N, L, D]``, validity ``bool [N, L]`` and normalised ITC features ``[N, E]``."""
     dev = _device(model)
@@ -80,16 +77,16 @@ def encode_texts(
 
 
 @torch.no_grad()
-def itm_match_prob(model: MAMO, img_states: Tensor, txt_states: Tensor, txt_valid: Tensor) -> Tensor:
+def itm_match_prob(model: nn.Module, img_states: Tensor, txt_states: Tensor, txt_valid: Tensor) -> Tensor:
     """``fp32 [M]`` probability that row ``m``'s image and text match."""
     return model.itm_logits(img_states, txt_states, txt_valid).float().softmax(-1)[:, 1]
 
 
 @torch.no_grad()
 def evaluate_retrieval(
-    model: MAMO,
+    model: nn.Module,
     tokenizer: Any,
-    cfg: MAMOConfig,
+    cfg: Any,
     split: str,
     n: int | None = None,
     *,
@@ -115,7 +112,7 @@ def evaluate_retrieval(
     ids, tids = data.image_ids.to(dev), data.text_image_ids.to(dev)
     for name, value in retrieval_recall(sim, ids, tids).items():
         out[f"strict_itc_{name}"] = value
-    if itm and model.student.itm_head is not None and k > 0:
+    if itm and model.has_itm and k > 0:
 
         def i2t(qi: Tensor, ci: Tensor) -> Tensor:
             return itm_match_prob(model, img_states[qi], txt_states[ci], txt_valid[ci])
@@ -142,26 +139,21 @@ def evaluate_retrieval(
 _SCORERS = ("itm", "itc")
 
 
-def _check_scorer(model: MAMO, scorer: str) -> None:
+def _check_scorer(model: nn.Module, scorer: str) -> None:
     """Raise ``ValueError`` for an unknown ``scorer`` or one the model has no head for."""
     if scorer not in _SCORERS:
         raise ValueError(f"scorer must be one of {list(_SCORERS)}, got {scorer!r}")
-    st = model.student
-    if scorer == "itm" and st.itm_head is None:
-        raise ValueError(
-            "scorer='itm' needs the ITM head; this model was built without it (losses.itm=false)"
-        )
-    if scorer == "itc" and (st.vision_proj is None or st.text_proj is None):
-        raise ValueError(
-            "scorer='itc' needs the ITC projections; this model was built without them (losses.itc=false)"
-        )
+    if scorer == "itm" and not model.has_itm:
+        raise ValueError("scorer='itm' needs the ITM head; this model was built without it")
+    if scorer == "itc" and not model.has_itc:
+        raise ValueError("scorer='itc' needs the ITC projections; this model was built without them")
 
 
 @torch.no_grad()
 def evaluate_finegrained(
-    model: MAMO,
+    model: nn.Module,
     tokenizer: Any,
-    cfg: MAMOConfig,
+    cfg: Any,
     split: str,
     n: int | None = None,
     *,
@@ -222,11 +214,11 @@ def evaluate_finegrained(
 
 
 def evaluate_grounding(
-    model: MAMO, tokenizer: Any, cfg: MAMOConfig, split: str, n: int | None = None
+    model: nn.Module, tokenizer: Any, cfg: Any, split: str, n: int | None = None
 ) -> dict[str, float]:
     """Grad-CAM pointing game / energy (%) of each object's noun phrase against its box."""
     n = cfg.eval.grounding_samples if n is None else n
-    if n == 0 or model.student.itm_head is None:
+    if n == 0 or not model.has_itm:
         return {}
     was_training = model.training
     model.eval()
@@ -251,16 +243,16 @@ def evaluate_grounding(
             (grad,) = torch.autograd.grad(logit, v)
         cams.append(grad_cam(v[:, 1:].detach(), grad[:, 1:]))
     cam = torch.cat(cams)
-    p = cfg.model.patch_size
+    side = math.isqrt(cam.shape[1])  # square patch grid of the image states (CLS excluded)
     s = cfg.data.image_size
-    mask = box_patch_mask(torch.tensor(boxes, device=cam.device), (s // p, s // p), (s, s))
+    mask = box_patch_mask(torch.tensor(boxes, device=cam.device), (side, side), (s, s))
     res = grounding_scores(cam, mask)
     model.train(was_training)
     return {k: float(v) for k, v in to_python(res).items()}
 
 
 def evaluate(
-    model: MAMO, tokenizer: Any, cfg: MAMOConfig, splits: list[str] | None = None
+    model: nn.Module, tokenizer: Any, cfg: Any, splits: list[str] | None = None
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Every evaluation on every split.
 
@@ -269,17 +261,12 @@ def evaluate(
     lacks the head).
     """
     out: dict[str, dict[str, dict[str, float]]] = {}
-    st = model.student
     for split in splits or cfg.eval.splits:
         out[split] = {
             "retrieval": evaluate_retrieval(model, tokenizer, cfg, split),
-            "finegrained": (
-                evaluate_finegrained(model, tokenizer, cfg, split) if st.itm_head is not None else {}
-            ),
+            "finegrained": (evaluate_finegrained(model, tokenizer, cfg, split) if model.has_itm else {}),
             "finegrained_itc": (
-                evaluate_finegrained(model, tokenizer, cfg, split, scorer="itc")
-                if st.vision_proj is not None and st.text_proj is not None
-                else {}
+                evaluate_finegrained(model, tokenizer, cfg, split, scorer="itc") if model.has_itc else {}
             ),
             "grounding": evaluate_grounding(model, tokenizer, cfg, split),
         }
@@ -314,13 +301,3 @@ def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
         if gr:
             lines.append("grounding (Grad-CAM)  " + "  ".join(f"{k} {v:.1f}" for k, v in gr.items()))
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cli import eval_main
-
-    return eval_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,11 @@
-"""MAMO pretraining loop (single process, or DDP under ``torchrun``).
+"""The one pretraining loop of every recipe (single process, or DDP under ``torchrun``).
+
+The trainer knows a method only through its :class:`~maskmm.training.Recipe` (config class and
+builder) and the :class:`~maskmm.training.Objective` protocol of the module the builder returns.
 
 Per step: forward (bf16 autocast on CUDA by default) over ``grad_accum`` micro-batches, backward,
-gradient clipping, AdamW step, warm-up + cosine schedule step, THEN the EMA teacher update.
+gradient clipping, AdamW step, warm-up + cosine schedule step, THEN the objective's
+``after_optimizer_step`` (EMA teacher updates).
 Rank 0 logs JSON lines, shows a progress bar, saves atomic checkpoints and plots the curves.
 A resumed run (``resume=...``) reproduces the uninterrupted run exactly on CPU: model, teacher,
 queue, optimiser, schedule, RNG states and the data position are all restored.
@@ -17,8 +21,9 @@ With ``train.max_seconds > 0`` the run stops after the step during which its tra
 checkpoint saves) passed the budget; the schedule still runs over ``train.steps``, so set that to
 about the number of steps the budget allows.
 
-Run: ``maskmm-train --config tiny --set train.steps=200`` or ``python -m maskmm.models.mamo.train``;
-many GPUs: ``torchrun --nproc_per_node 8 -m maskmm.models.mamo.train --config base``.
+Run: ``maskmm-train --recipe mamo --config tiny --set train.steps=200`` or
+``python -m maskmm.training.cli``; many GPUs: ``torchrun --nproc_per_node 8 -m maskmm.training.cli
+--recipe mamo --config base``.
 """
 
 from __future__ import annotations
@@ -36,43 +41,31 @@ from torch.utils.data import DataLoader
 
 from maskmm.data import SKIP_REASONS, pop_skip_counts
 from maskmm.data.seeding import seed_worker
-from maskmm.training import (
-    GracefulStop,
-    MetricsLogger,
-    NonFiniteError,
-    NonFiniteGuard,
-    ProgressBar,
-    ResumableSampler,
-    TrainingInterrupted,
-    autocast,
-    barrier,
-    build_adamw,
+
+from .amp import autocast, resolve_amp_dtype
+from .checkpoint import (
     capture_rng_state,
     clean_stale_temporaries,
-    cleanup_distributed,
-    clip_grad_norm,
-    first_non_finite,
-    init_distributed,
     latest_intact_checkpoint,
-    linear_ramp,
     load_checkpoint,
-    maybe_no_sync,
-    plot_metrics,
     prune_checkpoints,
-    resolve_amp_dtype,
     restore_rng_state,
     save_checkpoint,
-    seed_everything,
-    select_device,
-    split_microbatches,
-    to_python,
-    truncate_metrics,
-    warmup_cosine_scheduler,
 )
-
-from .builder import build_model
-from .config import MAMOConfig, config_to_dict, dump_config
+from .config import RunConfig, config_to_dict, dump_config
 from .data import build_collate, build_tokenizer, build_train_dataset
+from .ddp import barrier, cleanup_distributed, init_distributed, maybe_no_sync, seed_everything, select_device
+from .grads import clip_grad_norm, split_microbatches
+from .guard import NonFiniteError, NonFiniteGuard, first_non_finite
+from .logger import MetricsLogger, to_python
+from .metrics_file import truncate_metrics
+from .optim import build_adamw
+from .plot import plot_metrics
+from .progress import ProgressBar
+from .recipe import Recipe, TokenizerIds, get_recipe
+from .sampler import ResumableSampler
+from .schedule import warmup_cosine_scheduler
+from .signals import GracefulStop, TrainingInterrupted
 
 __all__ = ["NonFiniteError", "TrainResult", "Trainer", "TrainingInterrupted", "train"]
 
@@ -124,7 +117,8 @@ class Trainer:
     """Holds the model, optimiser, schedule, data stream and RNG of one run.
 
     Args:
-        cfg: the run configuration (validated).
+        recipe: the method (a :class:`Recipe`, a built-in name or an import path).
+        cfg: the run configuration (an instance of the recipe's config class; validated).
         device: overrides ``cfg.train.device``.
         log: write metrics/checkpoints/plots (rank 0 only in any case).
         resume: a checkpoint file, or a run folder (its newest intact ``step_N.pt``), to continue.
@@ -137,13 +131,20 @@ class Trainer:
 
     def __init__(
         self,
-        cfg: MAMOConfig,
+        recipe: Recipe | str,
+        cfg: RunConfig,
         *,
         device: str | torch.device | None = None,
         log: bool = True,
         resume: str | os.PathLike | None = None,
         overwrite: bool = False,
     ) -> None:
+        self.recipe = get_recipe(recipe)
+        if not isinstance(cfg, self.recipe.config):
+            raise TypeError(
+                f"cfg must be a {self.recipe.config.__name__} (recipe {self.recipe.name!r}), "
+                f"got {type(cfg).__name__}"
+            )
         cfg.validate()
         self.cfg = cfg
         self.dist = init_distributed(timeout=cfg.train.dist_timeout)
@@ -164,13 +165,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)  # same initial weights (student AND teacher) on every rank
         self.tokenizer = build_tokenizer(cfg)
-        self.model = build_model(
-            cfg,
-            vocab_size=self.tokenizer.vocab_size,
-            pad_id=self.tokenizer.pad_id,
-            mask_token_id=self.tokenizer.mask_id,
-            special_ids=tuple(self.tokenizer.special_ids),
-        ).to(self.device)
+        self.model = self.recipe.build(cfg, TokenizerIds.of(self.tokenizer)).to(self.device)
         self.model.train()
         seed_everything(cfg.train.seed, self.rank)  # rank-dependent streams from here on (dropout)
         self.optimizer = build_adamw(
@@ -198,7 +193,7 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,  # teacher weights and queue are buffers, identical on all ranks
                 # a loss that joins later leaves its parts without gradient until then
-                find_unused_parameters=cfg.losses.itm_start_step > 0 or cfg.losses.masked_start_step > 0,
+                find_unused_parameters=bool(getattr(self.model, "find_unused_parameters", False)),
             )
         # data: local batch = global batch / world
         if cfg.train.batch_size % self.world:
@@ -276,38 +271,24 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One optimiser step (with accumulation); returns detached stats (no host sync)."""
         cfg = self.cfg
-        alpha = linear_ramp(self.step, cfg.itc.alpha_warmup_steps, cfg.itc.alpha)
-        hardness = cfg.itm.hardness_at(self.step - cfg.losses.itm_start_step)
-        active = cfg.losses.active_at(self.step)
         micro = split_microbatches(batch, cfg.train.grad_accum)
         stats: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
         for i, mb in enumerate(micro):
             with maybe_no_sync(self.net, i < len(micro) - 1):
                 with autocast(self.device, self.amp_dtype):
-                    out = self.net(
-                        mb["images"],
-                        mb["input_ids"],
-                        mb["text_valid"],
-                        mb["image_ids"],
-                        alpha=alpha,
-                        itm_hardness=hardness,
-                        active_losses=active,
-                        generator=self.generator,
-                    )
+                    out = self.net(mb, step=self.step, generator=self.generator)
                 (out.loss / len(micro)).backward()
             total = total + out.loss.detach() / len(micro)
             for k, v in out.stats.items():
                 stats[k] = stats.get(k, 0.0) + v / len(micro)
         stats["grad_norm"] = clip_grad_norm(self._params, cfg.optim.clip_grad)
         stats["loss"] = total
-        if "itm" in active:
-            stats["itm/hardness"] = torch.tensor(hardness)  # a CPU scalar: no device work
         self.guard.step(self.optimizer, total, stats["grad_norm"])  # no update on a non-finite step
         stats["nonfinite_steps"] = self.guard.total.clone()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.model.update_teacher(self.step)  # after the optimizer step
+        self.model.after_optimizer_step(self.step)  # EMA teachers: after the optimizer step
         self.step += 1
         return stats
 
@@ -321,6 +302,7 @@ class Trainer:
             "step": self.step,
             "rng": capture_rng_state({"masking": self.generator}),
             "config": config_to_dict(self.cfg),
+            "recipe": self.recipe.name,
             "tokenizer": {"vocab_size": self.tokenizer.vocab_size},
             "guard": self.guard.state_dict(),
             "skipped": dict(self.skipped),
@@ -554,12 +536,17 @@ class Trainer:
         return spent
 
     def _export_state(self) -> dict[str, Any]:
-        """Weights + config only (what :mod:`~maskmm.models.mamo.inference` needs)."""
-        return {"model": self.model.state_dict(), "config": config_to_dict(self.cfg), "step": self.step}
+        """Weights, recipe and config only (what :mod:`maskmm.training.inference` needs)."""
+        return {
+            "model": self.model.state_dict(),
+            "config": config_to_dict(self.cfg),
+            "recipe": self.recipe.name,
+            "step": self.step,
+        }
 
     def evaluate_now(self) -> dict[str, float] | None:
         """Quick retrieval on the first eval split (rank 0); logged under ``eval/``."""
-        from .eval import evaluate_retrieval
+        from maskmm.evaluation.run import evaluate_retrieval
 
         result = None
         if self.main:
@@ -604,7 +591,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def train(
-    cfg: MAMOConfig,
+    recipe: Recipe | str,
+    cfg: RunConfig,
     *,
     resume: str | os.PathLike | None = None,
     steps: int | None = None,
@@ -614,19 +602,9 @@ def train(
     overwrite: bool = False,
 ) -> TrainResult:
     """Build a :class:`Trainer` (resuming if asked), train, and return the result."""
-    trainer = Trainer(cfg, device=device, log=log, resume=resume, overwrite=overwrite)
+    trainer = Trainer(recipe, cfg, device=device, log=log, resume=resume, overwrite=overwrite)
     try:
         return trainer.fit(steps, progress=progress)
     finally:
         trainer.close()
         cleanup_distributed()
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cli import train_main
-
-    return train_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

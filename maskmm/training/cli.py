@@ -1,4 +1,10 @@
-"""Command-line entry points ``maskmm-train`` and ``maskmm-eval``."""
+"""Command-line entry points ``maskmm-train`` and ``maskmm-eval``, for every recipe.
+
+``maskmm-train --recipe NAME --config PRESET_OR_YAML [--set section.field=value ...]``, where NAME is a
+built-in recipe (``mamo``, ``maskvlm``, ``semmim``, ``albef``, ``clip``) or ``package.module:attr``
+naming a user's :class:`~maskmm.training.Recipe`. ``maskmm-eval --checkpoint RUN`` finds the recipe
+in the checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-from .config import load_config
 
 __all__ = ["add_override_option", "eval_main", "train_main"]
 
@@ -27,6 +31,11 @@ def add_override_option(
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--recipe",
+        default="mamo",
+        help="built-in recipe (mamo, maskvlm, semmim, albef, clip) or package.module:attr (default: mamo)",
+    )
     p.add_argument("--config", default="tiny", help="preset name (tiny, base) or path to a YAML file")
     add_override_option(
         p, help="override any config field, e.g. --set train.steps=200 --set losses.mrm=false (repeatable)"
@@ -35,8 +44,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """Train MAMO: ``maskmm-train --config tiny --set train.steps=300 --out-dir runs/x``."""
-    p = argparse.ArgumentParser(prog="maskmm-train", description="Pretrain MAMO on the configured data.")
+    """Train: ``maskmm-train --recipe mamo --config tiny --set train.steps=300 --out-dir runs/x``."""
+    p = argparse.ArgumentParser(
+        prog="maskmm-train", description="Pretrain a recipe (MAMO by default) on the configured data."
+    )
     _common(p)
     p.add_argument(
         "--out-dir", default=None, help="run folder (default: train.out_dir; with --resume: its folder)"
@@ -55,16 +66,21 @@ def train_main(argv: list[str] | None = None) -> int:
         out_dir = str(resume if resume.is_dir() else resume.parent)
     if out_dir:
         overrides.append(f"train.out_dir={out_dir}")
+    from .recipe import get_recipe
+
     try:
-        cfg = load_config(args.config, overrides)
+        recipe = get_recipe(args.recipe)
+        cfg = recipe.load_config(args.config, overrides)
     except (ValueError, TypeError) as e:
         p.error(str(e))
-    from maskmm.training import CheckpointError, CheckpointSaveError, cleanup_distributed
-
-    from .train import NonFiniteError, Trainer, TrainingInterrupted
+    from .checkpoint import CheckpointError, CheckpointSaveError
+    from .ddp import cleanup_distributed
+    from .guard import NonFiniteError
+    from .signals import TrainingInterrupted
+    from .trainer import Trainer
 
     try:
-        trainer = Trainer(cfg, device=args.device, resume=args.resume, overwrite=args.overwrite)
+        trainer = Trainer(recipe, cfg, device=args.device, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, TypeError) as e:  # settings and files checked before any training work
         cleanup_distributed()
         p.error(str(e))
@@ -82,7 +98,7 @@ def train_main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         if args.eval and trainer.main:
-            from .eval import evaluate, format_table
+            from maskmm.evaluation.run import evaluate, format_table
 
             res = evaluate(trainer.model, trainer.tokenizer, cfg)
             print(format_table(res))
@@ -101,27 +117,30 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def eval_main(argv: list[str] | None = None) -> int:
     """Evaluate a checkpoint: ``maskmm-eval --checkpoint runs/mamo-tiny [--splits val heldout]``."""
-    p = argparse.ArgumentParser(prog="maskmm-eval", description="Evaluate a trained MAMO checkpoint.")
+    p = argparse.ArgumentParser(prog="maskmm-eval", description="Evaluate a trained checkpoint (any recipe).")
     p.add_argument("--checkpoint", required=True, help="run folder, model.pt or step_N.pt")
     add_override_option(p, help="override evaluation fields, e.g. --set eval.num_candidates=500")
     p.add_argument("--splits", nargs="+", default=None, choices=["train", "val", "heldout"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    from .config import apply_overrides, config_from_dict, config_to_dict
-    from .eval import evaluate, format_table
-    from .inference import MAMOInference
+    from maskmm.evaluation.run import evaluate, format_table
+
+    from .inference import load_run
 
     try:
-        inf = MAMOInference.load(args.checkpoint, device=args.device)
         bad = [o for o in args.overrides if not o.strip().startswith("eval.")]
         if bad:
             raise ValueError(f"maskmm-eval only overrides eval.* fields, got {bad}")
-        cfg = config_from_dict(apply_overrides(config_to_dict(inf.cfg), args.overrides))
+        _, cfg, model, tokenizer = load_run(args.checkpoint, device=args.device, overrides=args.overrides)
     except (ValueError, TypeError) as e:
         p.error(str(e))
-    res = evaluate(inf.model, inf.tokenizer, cfg, args.splits)
+    res = evaluate(model.eval(), tokenizer, cfg, args.splits)
     print(format_table(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())

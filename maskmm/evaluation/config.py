@@ -1,0 +1,41 @@
+"""Config section of the evaluation, shared by every recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["EVAL_SPLITS", "EvalConfig"]
+
+#: Splits of the built-in data.
+EVAL_SPLITS = ("train", "val", "heldout")
+
+
+@dataclass
+class EvalConfig:
+    """Which splits, how many candidates, ITM re-ranking of the ITC top ``rerank_k`` (``itm``), and
+    the sizes of the fine-grained and grounding tests."""
+
+    splits: list[str] = field(default_factory=lambda: ["val", "heldout"])
+    num_candidates: int = 1000
+    rerank_k: int = 16
+    batch_size: int = 128
+    finegrained_samples: int = 200
+    grounding_samples: int = 100
+    itm: bool = True
+
+    def check(self, p: str = "eval.") -> None:
+        for s in self.splits:
+            if s not in EVAL_SPLITS:
+                raise ValueError(
+                    f"config field '{p}splits' entries must be one of {list(EVAL_SPLITS)}, got {s!r}"
+                )
+        for name, zero_ok in (
+            ("num_candidates", False),
+            ("rerank_k", True),
+            ("batch_size", False),
+            ("finegrained_samples", True),
+            ("grounding_samples", True),
+        ):
+            v = getattr(self, name)
+            if v < 0 or (v == 0 and not zero_ok):
+                raise ValueError(f"config field '{p}{name}' must be {'>= 0' if zero_ok else '> 0'}, got {v}")
