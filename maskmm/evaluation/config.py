@@ -13,7 +13,14 @@ EVAL_SPLITS = ("train", "val", "heldout")
 @dataclass
 class EvalConfig:
     """Which splits, how many candidates, ITM re-ranking of the ITC top ``rerank_k`` (``itm``), and
-    the sizes of the fine-grained and grounding tests."""
+    the sizes of the fine-grained and grounding tests.
+
+    ``splits`` are the built-in data's. ``test_files``: the user's ALBEF-format retrieval files
+    (``[{"image": ..., "caption": [...]}]``; all their images and captions are candidates; set
+    ``rerank_k`` as ALBEF's ``k_test``: 256 for COCO 5k, 128 for Flickr 1k); ``finegrained_files``:
+    distractor files (see :mod:`maskmm.evaluation.files`); image paths are relative to
+    ``image_root`` (empty: ``data.image_root``). A run trained on ``data.kind: json`` is evaluated on
+    its test files only: the built-in splits would score other data."""
 
     splits: list[str] = field(default_factory=lambda: ["val", "heldout"])
     num_candidates: int = 1000
@@ -22,6 +29,9 @@ class EvalConfig:
     finegrained_samples: int = 200
     grounding_samples: int = 100
     itm: bool = True
+    test_files: list[str] = field(default_factory=list)
+    finegrained_files: list[str] = field(default_factory=list)
+    image_root: str = ""
 
     def check(self, p: str = "eval.") -> None:
         for s in self.splits:

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from maskmm._host import to_python
 from maskmm.data import build_fine_grained_set
 
-from .builtin import eval_dataset, retrieval_set
+from .builtin import EvalSet, eval_dataset, retrieval_set
+from .files import load_finegrained_file, load_retrieval_file
 from .finegrained import distractor_accuracy
 from .grounding import box_patch_mask, grad_cam, grounding_scores
 from .rerank import rerank_topk
@@ -92,14 +93,20 @@ def evaluate_retrieval(
     *,
     itm: bool | None = None,
     rerank_k: int | None = None,
+    data: EvalSet | None = None,
 ) -> dict[str, float]:
-    """R@1/5/10 (``tr_*``: image -> text, ``ir_*``: text -> image) with ``n`` candidates each way."""
-    n = cfg.eval.num_candidates if n is None else n
+    """R@1/5/10 (``tr_*``: image -> text, ``ir_*``: text -> image) with ``n`` candidates each way.
+
+    ``data``: the images and captions to score (e.g. :func:`~maskmm.evaluation.files.load_retrieval_file`);
+    default: the first ``n`` items of the built-in ``split``.
+    """
     itm = cfg.eval.itm if itm is None else itm
     k = cfg.eval.rerank_k if rerank_k is None else rerank_k
     was_training = model.training
     model.eval()
-    data = retrieval_set(cfg, split, n)
+    if data is None:
+        data = retrieval_set(cfg, split, cfg.eval.num_candidates if n is None else n)
+    n = data.images.shape[0]
     bs = cfg.eval.batch_size
     img_states, img_feat = encode_images(model, data.images, bs)
     txt_states, txt_valid, txt_feat = encode_texts(model, tokenizer, data.captions, cfg.data.max_text_len, bs)
@@ -178,35 +185,58 @@ def evaluate_finegrained(
     n = cfg.eval.finegrained_samples if n is None else n
     if n == 0:
         return {}
+    fg = build_fine_grained_set(eval_dataset(cfg, split, n), n, seed=cfg.data.seed)
+    distractors = {a: [[c] if c is not None else [] for c in caps] for a, caps in fg.distractors.items()}
+    return score_distractors(model, tokenizer, cfg, fg.images, fg.captions, distractors, scorer=scorer)
+
+
+@torch.no_grad()
+def score_distractors(
+    model: nn.Module,
+    tokenizer: Any,
+    cfg: Any,
+    images: Tensor,
+    captions: list[str],
+    distractors: dict[str, list[list[str]]],
+    *,
+    scorer: str = "itm",
+) -> dict[str, float]:
+    """Per-attribute accuracy (%) of scoring ``captions[i]`` above each of ``distractors[a][i]`` for
+    ``images [N, 3, H, W]`` (an image without distractors for ``a`` does not count for ``a``).
+
+    Returns attribute -> accuracy (NaN for an attribute without samples) and ``"mean"``."""
+    _check_scorer(model, scorer)
     was_training = model.training
     model.eval()
-    fg = build_fine_grained_set(eval_dataset(cfg, split, n), n, seed=cfg.data.seed)
-    img_states, img_feat = encode_images(model, fg.images, cfg.eval.batch_size)  # [n, 1+P, D], [n, E]
+    n = images.shape[0]
+    img_states, img_feat = encode_images(model, images, cfg.eval.batch_size)  # [n, 1+P, D], [n, E]
     ml = cfg.data.max_text_len
     dev = img_states.device
 
-    def match(rows: Tensor, captions: list[str]) -> Tensor:
-        """``fp32 [M]`` score of image ``rows[m]`` with ``captions[m]``."""
-        t_states, t_valid, t_feat = encode_texts(model, tokenizer, captions, ml)
+    def match(rows: Tensor, texts: list[str]) -> Tensor:
+        """``fp32 [M]`` score of image ``rows[m]`` with ``texts[m]``."""
+        t_states, t_valid, t_feat = encode_texts(model, tokenizer, texts, ml)
         if scorer == "itc":
             return (img_feat[rows] * t_feat).sum(-1)  # both unit-norm: cosine similarity
         parts = []
-        for i in range(0, len(captions), 256):
+        for i in range(0, len(texts), 256):
             sl = slice(i, i + 256)
             parts.append(itm_match_prob(model, img_states[rows[sl]], t_states[sl], t_valid[sl]))
         return torch.cat(parts)
 
-    true_scores = match(torch.arange(n, device=dev), fg.captions)
+    true_scores = match(torch.arange(n, device=dev), captions)
     scores: dict[str, Tensor] = {}
     valid: dict[str, Tensor] = {}
-    for attr, caps in fg.distractors.items():
-        have = [i for i, c in enumerate(caps) if c is not None]
-        sc = torch.full((n, 1), float("-inf"), device=dev)
-        va = torch.zeros(n, 1, dtype=torch.bool, device=dev)
-        if have:
-            rows = torch.tensor(have, device=dev)
-            sc[rows, 0] = match(rows, [caps[i] for i in have])
-            va[rows, 0] = True
+    for attr, per_image in distractors.items():
+        width = max((len(c) for c in per_image), default=0) or 1
+        sc = torch.full((n, width), float("-inf"), device=dev)
+        va = torch.zeros(n, width, dtype=torch.bool, device=dev)
+        pairs = [(i, j, c) for i, caps in enumerate(per_image) for j, c in enumerate(caps)]
+        if pairs:
+            rows = torch.tensor([i for i, _, _ in pairs], device=dev)
+            cols = torch.tensor([j for _, j, _ in pairs], device=dev)
+            sc[rows, cols] = match(rows, [c for _, _, c in pairs])
+            va[rows, cols] = True
         scores[attr], valid[attr] = sc, va
     res = distractor_accuracy(true_scores, scores, valid)
     model.train(was_training)
@@ -252,16 +282,36 @@ def evaluate_grounding(
 
 
 def evaluate(
-    model: nn.Module, tokenizer: Any, cfg: Any, splits: list[str] | None = None
+    model: nn.Module,
+    tokenizer: Any,
+    cfg: Any,
+    splits: list[str] | None = None,
+    *,
+    test_files: list[str] | None = None,
+    finegrained_files: list[str] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Every evaluation on every split.
+    """Every evaluation on every split and file.
 
-    Returns ``{split: {"retrieval": ..., "finegrained": ..., "finegrained_itc": ...,
-    "grounding": ...}}`` (fine-grained accuracies scored by ITM and by ITC; ``{}`` where the model
-    lacks the head).
+    Built-in ``splits`` (default ``eval.splits``) are scored when asked for explicitly or when the run
+    trained on the built-in data (``data.kind: shapes``); the user's ``test_files`` /
+    ``finegrained_files`` (default ``eval.*``) always. A run trained on other data with no test file
+    and no explicit split raises ``ValueError``: scoring the built-in data would say nothing about it.
+
+    Returns ``{name: {"retrieval": ..., "finegrained": ..., "finegrained_itc": ..., "grounding": ...}}``
+    (``name``: a split, or ``file:<path>``; fine-grained accuracies scored by ITM and by ITC; ``{}``
+    where the model lacks the head or the data the metadata).
     """
+    files = list(cfg.eval.test_files if test_files is None else test_files)
+    fg_files = list(cfg.eval.finegrained_files if finegrained_files is None else finegrained_files)
+    if splits is None:
+        if cfg.data.kind != "shapes" and not (files or fg_files):
+            raise ValueError(
+                f"this run trained on data.kind={cfg.data.kind!r}: give its test sets (eval.test_files or "
+                "maskmm-eval --test-file); pass --splits to score the built-in data anyway"
+            )
+        splits = list(cfg.eval.splits) if cfg.data.kind == "shapes" else []
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for split in splits or cfg.eval.splits:
+    for split in splits:
         out[split] = {
             "retrieval": evaluate_retrieval(model, tokenizer, cfg, split),
             "finegrained": (evaluate_finegrained(model, tokenizer, cfg, split) if model.has_itm else {}),
@@ -270,6 +320,22 @@ def evaluate(
             ),
             "grounding": evaluate_grounding(model, tokenizer, cfg, split),
         }
+    root = cfg.eval.image_root or cfg.data.image_root
+    size, norm = cfg.data.image_size, cfg.data.normalize
+    for path in files:
+        data = load_retrieval_file(path, root, image_size=size, normalize=norm)
+        out[f"file:{path}"] = {"retrieval": evaluate_retrieval(model, tokenizer, cfg, str(path), data=data)}
+    for path in fg_files:
+        fg = load_finegrained_file(path, root, image_size=size, normalize=norm)
+        entry = out.setdefault(f"file:{path}", {})
+        for key, scorer, ok in (
+            ("finegrained", "itm", model.has_itm),
+            ("finegrained_itc", "itc", model.has_itc),
+        ):
+            if ok:
+                entry[key] = score_distractors(
+                    model, tokenizer, cfg, fg.images, fg.captions, fg.distractors, scorer=scorer
+                )
     return out
 
 
@@ -279,7 +345,7 @@ def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     for split, parts in results.items():
         r = parts.get("retrieval", {})
         n = int(r.get("candidates", 0))
-        lines.append(f"== {split} ({n} candidates) ==")
+        lines.append(f"== {split} ({n} candidates) ==" if n else f"== {split} ==")
         lines.append(f"{'retrieval':<22}{'TR@1':>8}{'TR@5':>8}{'TR@10':>8}{'IR@1':>8}{'IR@5':>8}{'IR@10':>8}")
         for tag, name in (("itc", "ITC"), ("itm", "ITM re-rank")):
             if f"{tag}_tr_r1" in r:

@@ -116,11 +116,31 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def eval_main(argv: list[str] | None = None) -> int:
-    """Evaluate a checkpoint: ``maskmm-eval --checkpoint runs/mamo-tiny [--splits val heldout]``."""
+    """Evaluate a checkpoint: ``maskmm-eval --checkpoint runs/mamo-tiny [--splits val heldout]`` or, on
+    the user's test sets, ``maskmm-eval --checkpoint RUN --test-file coco_test.json --image-root DIR``."""
     p = argparse.ArgumentParser(prog="maskmm-eval", description="Evaluate a trained checkpoint (any recipe).")
     p.add_argument("--checkpoint", required=True, help="run folder, model.pt or step_N.pt")
     add_override_option(p, help="override evaluation fields, e.g. --set eval.num_candidates=500")
-    p.add_argument("--splits", nargs="+", default=None, choices=["train", "val", "heldout"])
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=None,
+        choices=["train", "val", "heldout"],
+        help="built-in splits (default: the run's eval.splits when it trained on the built-in data)",
+    )
+    p.add_argument(
+        "--test-file",
+        action="append",
+        default=None,
+        help="ALBEF-format retrieval file [{image, caption: [...]}] (repeatable; replaces eval.test_files)",
+    )
+    p.add_argument(
+        "--finegrained-file",
+        action="append",
+        default=None,
+        help="distractor file [{image, caption, distractors: {attribute: [...]}}] (repeatable)",
+    )
+    p.add_argument("--image-root", default=None, help="folder the files' image paths are relative to")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -132,10 +152,20 @@ def eval_main(argv: list[str] | None = None) -> int:
         bad = [o for o in args.overrides if not o.strip().startswith("eval.")]
         if bad:
             raise ValueError(f"maskmm-eval only overrides eval.* fields, got {bad}")
-        _, cfg, model, tokenizer = load_run(args.checkpoint, device=args.device, overrides=args.overrides)
+        overrides = list(args.overrides)
+        if args.image_root is not None:
+            overrides.append(f"eval.image_root={args.image_root}")
+        _, cfg, model, tokenizer = load_run(args.checkpoint, device=args.device, overrides=overrides)
+        res = evaluate(
+            model.eval(),
+            tokenizer,
+            cfg,
+            args.splits,
+            test_files=args.test_file,
+            finegrained_files=args.finegrained_file,
+        )
     except (ValueError, TypeError) as e:
         p.error(str(e))
-    res = evaluate(model.eval(), tokenizer, cfg, args.splits)
     print(format_table(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

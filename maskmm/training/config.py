@@ -144,8 +144,10 @@ class TrainConfig:
 @dataclass
 class DataConfig:
     """Training data. ``kind``: ``"shapes"`` (the built-in procedural set) or ``"json"`` (ALBEF-style
-    annotation files ``ann_file`` with images under ``image_root``); ``tokenizer``: a local Hugging
-    Face tokenizer folder (empty: the built-in word-level tokenizer of the shapes data)."""
+    annotation files ``ann_file``, one path or a list, with images under ``image_root``);
+    ``tokenizer``: a local Hugging Face tokenizer folder (empty: the built-in word-level tokenizer of
+    the shapes data). ``train_size``: the built-in set's size; for files, ``0`` uses every pair and
+    ``n > 0`` a random subset of ``n`` pairs drawn with ``seed``."""
 
     kind: Literal["shapes", "json"] = "shapes"
     image_size: int = 64
@@ -153,16 +155,18 @@ class DataConfig:
     normalize: Literal["imagenet", "clip", "none"] = "imagenet"
     seed: int = 0
     train_size: int = 100000
-    ann_file: str = ""
+    ann_file: str | list[str] = ""
     image_root: str = ""
     tokenizer: str = ""
 
     def check(self, p: str = "data.") -> None:
         check_positive(f"{p}image_size", self.image_size)
         check_positive(f"{p}max_text_len", self.max_text_len)
-        check_positive(f"{p}train_size", self.train_size)
+        check_positive(f"{p}train_size", self.train_size, zero_ok=self.kind != "shapes")
         if self.kind == "json" and not self.ann_file:
-            raise ValueError(f"config field '{p}ann_file' is required with {p}kind='json'")
+            raise ValueError(
+                f"config field '{p}ann_file' (a file or a list of files) is required with {p}kind='json'"
+            )
 
 
 @dataclass

@@ -78,7 +78,7 @@ def build_train_dataset(cfg: RunConfig) -> torch.utils.data.Dataset:
             transform=image_transform(cfg),
         )
     try:
-        return JsonCaptionDataset(
+        ds = JsonCaptionDataset(
             cfg.data.ann_file,
             cfg.data.image_root,
             image_size=cfg.data.image_size,
@@ -86,6 +86,13 @@ def build_train_dataset(cfg: RunConfig) -> torch.utils.data.Dataset:
         )
     except ValueError as e:
         raise ValueError(f"config fields 'data.ann_file' / 'data.image_root': {e}") from e
+    n = cfg.data.train_size
+    if 0 < n < len(ds):  # a random subset of n pairs, drawn with data.seed
+        keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.data.seed))[:n]
+        subset = torch.utils.data.Subset(ds, sorted(keep.tolist()))
+        subset.skipped = ds.skipped  # type: ignore[attr-defined]
+        return subset
+    return ds
 
 
 def build_collate(cfg: RunConfig, tokenizer: Any) -> ImageTextCollator:

@@ -60,9 +60,14 @@ def load_run(
 ) -> tuple[Recipe, Any, nn.Module, Any]:
     """``(recipe, cfg, model, tokenizer)`` of a run folder (``model.pt`` or the newest
     ``step_N.pt``) or a checkpoint file; ``overrides`` change the stored config (e.g. ``eval.*``)."""
-    state = load_checkpoint(_resolve(path), map_location=device)
+    file = _resolve(path)
+    state = load_checkpoint(file, map_location=device)
     recipe = get_recipe(state.get("recipe", "mamo"))  # runs saved before recipes existed are MAMO runs
-    cfg = recipe.config_from_dict(state["config"], overrides or ())
+    kept = file.parent / "tokenizer"  # the run's own copy of its tokenizer folder
+    data = state["config"]
+    if kept.is_dir() and data.get("data", {}).get("tokenizer"):
+        data = {**data, "data": {**data["data"], "tokenizer": str(kept)}}
+    cfg = recipe.config_from_dict(data, overrides or ())
     tok = build_tokenizer(cfg)
     model = recipe.build(cfg, TokenizerIds.of(tok))
     model.load_state_dict(state["model"])

@@ -29,7 +29,9 @@ Run: ``maskmm-train --recipe mamo --config tiny --set train.steps=200`` or
 from __future__ import annotations
 
 import os
+import shutil
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,8 @@ _KEEP_CHECKPOINTS = 2
 
 #: Files a run writes in its folder; a new run refuses a folder holding any of them.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "model.pt", "eval.json", "curves.png")
+#: The run's copy of its tokenizer folder (see ``Trainer._keep_tokenizer``).
+TOKENIZER_DIR = "tokenizer"
 
 #: Config fields a resumed run may change (everything else must equal the checkpoint's config).
 RESUMABLE_FIELDS = (
@@ -229,6 +233,8 @@ class Trainer:
             config=config_to_dict(cfg),
         )
         self.history: list[dict[str, Any]] = []
+        self._eval_set: Any = None  # the in-training evaluation's test file, read once
+        self._warned_no_eval = False
 
     # ------------------------------------------------------------------ data
 
@@ -381,7 +387,9 @@ class Trainer:
         continuing = resume is not None and resume.resolve().parent == out.resolve()
         if continuing:
             return
-        found = sorted(p.name for p in out.iterdir() if p.name in RUN_FILES or _is_step_file(p))
+        found = sorted(
+            p.name for p in out.iterdir() if p.name in (*RUN_FILES, TOKENIZER_DIR) or _is_step_file(p)
+        )
         if not found:
             return
         if not overwrite:
@@ -390,6 +398,7 @@ class Trainer:
                 f"{', ...' if len(found) > 4 else ''}): resume it with --resume {out}, choose another "
                 "--out-dir, or pass --overwrite to replace it"
             )
+        shutil.rmtree(out / TOKENIZER_DIR, ignore_errors=True)
         for p in out.iterdir():
             if p.name in RUN_FILES or _is_step_file(p) or _is_step_file(p, suffix=".pt.sha256"):
                 p.unlink()
@@ -442,6 +451,7 @@ class Trainer:
         if self.main and self.log_enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, self.out_dir / "config.yaml")
+            self._keep_tokenizer()
         show = cfg.log.progress if progress is None else progress
         bar = ProgressBar(steps, desc="train", initial=self.step, enabled=self.main and show)
         t0 = time.perf_counter()
@@ -502,6 +512,19 @@ class Trainer:
             stopped_early=stop and self.step < steps,
         )
 
+    def _keep_tokenizer(self) -> None:
+        """Copy the tokenizer folder (``data.tokenizer``) into the run folder as ``tokenizer/``, so that
+        the run evaluates and loads from any directory, also after the original folder moved."""
+        src = self.cfg.data.tokenizer
+        dst = self.out_dir / TOKENIZER_DIR
+        if not src or Path(src).resolve() == dst.resolve():
+            return
+        tmp = self.out_dir / f".{TOKENIZER_DIR}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(tmp, dst)
+
     def _log_step(self, stats: dict[str, torch.Tensor], steps: int, stop: bool, bar: ProgressBar) -> bool:
         """Log the step's stats on log steps (one host transfer); returns whether it logged."""
         logged = self.step % max(self.cfg.train.log_every, 1) == 0 or self.step == steps or stop
@@ -545,21 +568,47 @@ class Trainer:
         }
 
     def evaluate_now(self) -> dict[str, float] | None:
-        """Quick retrieval on the first eval split (rank 0); logged under ``eval/``."""
+        """Quick ITC retrieval (rank 0), logged under ``eval/``: on the first of ``eval.test_files``
+        when the run has test files, else on the first built-in ``eval.splits`` (500 candidates) when
+        it trains on the built-in data; a run on other data without test files is not evaluated
+        (scoring the built-in data would say nothing about it; a warning says so once)."""
+        from maskmm.evaluation.files import load_retrieval_file
         from maskmm.evaluation.run import evaluate_retrieval
 
+        cfg = self.cfg
         result = None
         if self.main:
+            data = None
+            if cfg.eval.test_files:
+                if self._eval_set is None:
+                    self._eval_set = load_retrieval_file(
+                        cfg.eval.test_files[0],
+                        cfg.eval.image_root or cfg.data.image_root,
+                        image_size=cfg.data.image_size,
+                        normalize=cfg.data.normalize,
+                    )
+                data = self._eval_set
+            elif cfg.data.kind != "shapes":
+                if not self._warned_no_eval:
+                    warnings.warn(
+                        f"train.eval_every is set but data.kind={cfg.data.kind!r} has no eval.test_files: "
+                        "no in-training evaluation",
+                        stacklevel=2,
+                    )
+                    self._warned_no_eval = True
+                barrier()
+                return None
             self.model.eval()
-            split = self.cfg.eval.splits[0] if self.cfg.eval.splits else "val"
+            split = cfg.eval.splits[0] if cfg.eval.splits else "val"
             with autocast(self.device, self.amp_dtype):
                 result = evaluate_retrieval(
                     self.model,
                     self.tokenizer,
-                    self.cfg,
+                    cfg,
                     split,
-                    n=min(self.cfg.eval.num_candidates, 500),
+                    n=min(cfg.eval.num_candidates, 500),
                     itm=False,
+                    data=data,
                 )
             self.logger.log({f"eval/{k}": v for k, v in result.items()}, step=self.step)
             self.history.append({"step": self.step, **{f"eval/{k}": v for k, v in result.items()}})
