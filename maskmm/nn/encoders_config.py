@@ -7,7 +7,9 @@ layers): the one tiny configuration of the project, also behind :func:`maskmm.nn
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from torch import nn
@@ -32,6 +34,14 @@ class EncodersConfig:
     re-initialises the ``Linear`` layers of the three encoders Xavier-uniform
     (:func:`maskmm.nn.init.init_linear_xavier`), which lets narrow encoders trained from scratch
     leave the initial plateau sooner (ITM especially).
+
+    ``vision_init``: a local ViT / DeiT checkpoint (timm or Hugging Face layout; file or folder) loaded
+    into the image encoder, its position table resampled to this grid
+    (:func:`maskmm.nn.weights.import_vit`). ``text_init``: a local Hugging Face BERT folder or file:
+    layers ``0 .. text_depth - 1`` into the text encoder and the next ``fusion_depth`` into the fusion
+    encoder, as ALBEF splits ``bert-base`` 6 + 6 (:func:`maskmm.nn.weights.import_bert`; cross-attention
+    weights absent from BERT stay freshly initialised, as ALBEF's). Missing and unexpected keys are
+    reported on stderr. Nothing is ever downloaded.
     """
 
     image_size: int = 64
@@ -54,6 +64,8 @@ class EncodersConfig:
     attention_backend: str = "auto"
     grad_checkpointing: bool = False
     init: Literal["bert", "xavier"] = "xavier"
+    vision_init: str = ""
+    text_init: str = ""
 
     def check(self, p: str = "model.") -> None:
         """Raise ``ValueError`` naming ``<p><field>`` for a value out of range."""
@@ -89,6 +101,10 @@ class EncodersConfig:
         ):
             if dim % heads:
                 raise ValueError(f"config field '{p}{prefix}_heads' ({heads}) must divide the width ({dim})")
+        for name in ("vision_init", "text_init"):
+            path = getattr(self, name)
+            if path and not Path(path).exists():
+                raise ValueError(f"config field '{p}{name}' = {path!r}: no such file or folder")
 
     @property
     def grid(self) -> int:
@@ -143,6 +159,7 @@ def build_encoders(
     """The vision, text and (with ``fusion``) fusion encoders of ``cfg``, initialised as ``cfg.init`` says."""
     from .builders import build_fusion_encoder, build_text_encoder, build_vision_encoder
     from .init import init_linear_xavier
+    from .weights import import_bert, import_vit
 
     v, t, f = cfg.to_presets(vocab_size, pad_id, mask_token=mask_token)
     parts = [build_vision_encoder(v), build_text_encoder(t), build_fusion_encoder(f) if fusion else None]
@@ -150,4 +167,22 @@ def build_encoders(
         for part in parts:
             if part is not None:
                 part.apply(init_linear_xavier)
+    if cfg.vision_init:
+        _report("model.vision_init", cfg.vision_init, import_vit(cfg.vision_init, parts[0]))
+    if cfg.text_init:
+        report = import_bert(cfg.text_init, text_encoder=parts[1], fusion=parts[2])
+        _report("model.text_init", cfg.text_init, report)
     return parts[0], parts[1], parts[2]
+
+
+def _report(field: str, path: str, report: object) -> None:
+    def some(keys: list[str]) -> str:
+        return f"{len(keys)}" + (
+            f" ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''})" if keys else ""
+        )
+
+    print(
+        f"{field}: loaded {path}; missing {some(report.missing_keys)}; unexpected "
+        f"{some(report.unexpected_keys)}; resampled {some(report.resampled_keys)}",
+        file=sys.stderr,
+    )
