@@ -102,7 +102,10 @@ class TrainConfig:
     ``max_nonfinite_steps``: a step whose loss or gradient norm is NaN/inf is skipped (no update;
     counted and logged as ``nonfinite_steps``); this many skipped steps in a row stop the run with
     an error. ``dist_timeout``: seconds any collective may wait under DDP before the run fails
-    (a frozen rank then ends the job instead of hanging it)."""
+    (a frozen rank then ends the job instead of hanging it). ``init_from``: a run folder or checkpoint
+    whose weights start this run (fine-tuning): tensors of matching names are loaded, ViT position
+    tables resampled to a new resolution, the rest (e.g. a queue of another size) left as built and
+    reported; optimiser, schedule and step start afresh."""
 
     batch_size: int = 64
     steps: int = 1000
@@ -120,6 +123,7 @@ class TrainConfig:
     max_seconds: float = 0.0
     max_nonfinite_steps: int = 10
     dist_timeout: float = 600.0
+    init_from: str = ""
 
     def check(self, p: str = "train.") -> None:
         check_positive(f"{p}batch_size", self.batch_size)
@@ -135,6 +139,8 @@ class TrainConfig:
         check_positive(f"{p}max_seconds", self.max_seconds, zero_ok=True)
         check_positive(f"{p}max_nonfinite_steps", self.max_nonfinite_steps)
         check_positive(f"{p}dist_timeout", self.dist_timeout)
+        if self.init_from and not Path(self.init_from).exists():
+            raise ValueError(f"config field '{p}init_from' = {self.init_from!r}: no such run folder or file")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(
                 f"config field '{p}device' must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}"

@@ -29,7 +29,7 @@ from .config import RunConfig
 from .data import build_tokenizer, image_transform
 from .recipe import Recipe, TokenizerIds, get_recipe
 
-__all__ = ["Encoded", "Inference", "load_run"]
+__all__ = ["Encoded", "Inference", "load_run", "resolve_checkpoint"]
 
 
 class Encoded(NamedTuple):
@@ -41,7 +41,8 @@ class Encoded(NamedTuple):
     feat: Tensor
 
 
-def _resolve(path: str | os.PathLike) -> Path:
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder's ``model.pt`` (else its newest ``step_N.pt``)."""
     p = Path(path)
     if p.is_dir():
         if (p / "model.pt").is_file():
@@ -60,7 +61,7 @@ def load_run(
 ) -> tuple[Recipe, Any, nn.Module, Any]:
     """``(recipe, cfg, model, tokenizer)`` of a run folder (``model.pt`` or the newest
     ``step_N.pt``) or a checkpoint file; ``overrides`` change the stored config (e.g. ``eval.*``)."""
-    file = _resolve(path)
+    file = resolve_checkpoint(path)
     state = load_checkpoint(file, map_location=device)
     recipe = get_recipe(state.get("recipe", "mamo"))  # runs saved before recipes existed are MAMO runs
     kept = file.parent / "tokenizer"  # the run's own copy of its tokenizer folder

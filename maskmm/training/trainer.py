@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections import Counter
@@ -59,6 +60,7 @@ from .data import build_collate, build_tokenizer, build_train_dataset
 from .ddp import barrier, cleanup_distributed, init_distributed, maybe_no_sync, seed_everything, select_device
 from .grads import clip_grad_norm, split_microbatches
 from .guard import NonFiniteError, NonFiniteGuard, first_non_finite
+from .init_from import load_matching
 from .logger import MetricsLogger, to_python
 from .metrics_file import truncate_metrics
 from .optim import build_adamw
@@ -170,6 +172,8 @@ class Trainer:
         seed_everything(cfg.train.seed)  # same initial weights (student AND teacher) on every rank
         self.tokenizer = build_tokenizer(cfg)
         self.model = self.recipe.build(cfg, TokenizerIds.of(self.tokenizer)).to(self.device)
+        if cfg.train.init_from and resume is None:  # fine-tuning starts from another run's weights
+            self._init_from(cfg.train.init_from)
         self.model.train()
         seed_everything(cfg.train.seed, self.rank)  # rank-dependent streams from here on (dropout)
         self.optimizer = build_adamw(
@@ -370,6 +374,16 @@ class Trainer:
         if not p.is_file():
             raise ValueError(f"resume: {str(p)!r} is neither a checkpoint file nor a run folder")
         return p
+
+    def _init_from(self, path: str) -> None:
+        """Load the weights of the run or checkpoint ``path`` whose names match (``train.init_from``)."""
+        from .inference import resolve_checkpoint
+
+        src = resolve_checkpoint(path)
+        state = load_checkpoint(src, map_location="cpu")["model"]
+        report = load_matching(self.model, state)
+        if self.main:
+            print(f"train.init_from: {src}: {report}", file=sys.stderr)
 
     def _prepare_out_dir(self, resume: Path | None, overwrite: bool) -> None:
         """``train.out_dir`` must be a writable folder that holds no other run (rank 0)."""

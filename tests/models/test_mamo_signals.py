@@ -210,9 +210,14 @@ def test_kill9_soak_ends_bit_identical_to_the_uninterrupted_run(tmp_path):
     kills = 0
     for _ in range(40):
         resume = ("--resume", str(out)) if latest_intact_checkpoint(out, warn=False) else ("--overwrite",)
+        logged = len(_rows(out)) if resume[0] == "--resume" else 0
         p = subprocess.Popen(_cmd(out, *common, extra=resume), env=_env(), stderr=subprocess.PIPE, text=True)
+        # kill at a random point once this life trains (after startup, which a busy machine stretches)
+        deadline = time.monotonic() + 180
+        while p.poll() is None and len(_rows(out)) <= logged and time.monotonic() < deadline:
+            time.sleep(0.05)
         try:
-            p.wait(timeout=rng.uniform(1.5, 4.5))
+            p.wait(timeout=rng.uniform(0.0, 1.5))
         except subprocess.TimeoutExpired:
             p.kill()
             kills += 1

@@ -163,3 +163,40 @@ def test_json_train_size_draws_a_seeded_subset(exported):
     a = build_train_dataset(load_config("tiny", [*base, "data.train_size=10", "data.seed=1"]))
     b = build_train_dataset(load_config("tiny", [*base, "data.train_size=10", "data.seed=2"]))
     assert len(a) == len(b) == 10 and a.indices != b.indices
+
+
+def test_retrieval_finetuning_starts_from_a_pretrained_run_at_a_higher_resolution(exported, tmp_path, capsys):
+    root, train_files, _ = exported
+    pre = tmp_path / "pre"
+    sets = [*RUN, "train.steps=2"]
+    assert train_main([*(x for o in sets for x in ("--set", o)), "--out-dir", str(pre), "--quiet"]) == 0
+    capsys.readouterr()
+    # fine-tuning: ITC (positives by image id) + ITM (same-id pairs never negatives) at 48 px
+    ft = [
+        *RUN,
+        "model.image_size=48",
+        "data.image_size=48",
+        "losses.mlm=false",
+        "losses.mrm=false",
+        "losses.mim=false",
+        "data.kind=json",
+        f"data.ann_file={train_files[0]}",
+        f"data.image_root={root}",
+        f"data.tokenizer={root / 'tok'}",
+        f"train.init_from={pre}",
+        "train.steps=2",
+    ]
+    assert (
+        train_main([*(x for o in ft for x in ("--set", o)), "--out-dir", str(tmp_path / "ft"), "--quiet"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert f"train.init_from: {pre / 'model.pt'}" in err and "pos_embed" in err
+    # the fine-tuned student starts from the pretrained one: a tensor that did not change size
+    from maskmm.training import load_checkpoint
+
+    a = load_checkpoint(pre / "model.pt")["model"]
+    name = next(k for k in a if k.endswith("text.embeddings.word_embeddings.weight") and "student" in k)
+    b = load_checkpoint(tmp_path / "ft" / "model.pt")["model"]
+    assert a[name].shape == b[name].shape and not torch.equal(a[name], torch.zeros_like(a[name]))
+    assert (a[name] - b[name]).abs().max() < 0.1  # two small steps away from the pretrained weights
