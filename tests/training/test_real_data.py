@@ -200,3 +200,28 @@ def test_retrieval_finetuning_starts_from_a_pretrained_run_at_a_higher_resolutio
     b = load_checkpoint(tmp_path / "ft" / "model.pt")["model"]
     assert a[name].shape == b[name].shape and not torch.equal(a[name], torch.zeros_like(a[name]))
     assert (a[name] - b[name]).abs().max() < 0.1  # two small steps away from the pretrained weights
+
+
+def test_bad_records_are_skipped_counted_logged_and_summarised(exported, tmp_path, capsys):
+    root, train_files, _ = exported
+    records = json.loads(Path(train_files[0]).read_text())
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    records.append({"image": str(broken), "caption": "a red circle", "image_id": "broken"})
+    text = json.dumps(records)[:-1] + ', {"image": "images/a_0.png", "caption": "a red \\ud800 circle"}]'
+    ann = tmp_path / "ann.json"
+    ann.write_text(text, encoding="utf-8")
+    sets = [
+        *RUN,
+        "data.kind=json",
+        f"data.ann_file={ann}",
+        f"data.image_root={root}",
+        f"data.tokenizer={root / 'tok'}",
+        "train.steps=8",
+    ]
+    run = tmp_path / "run"
+    assert train_main([*(x for o in sets for x in ("--set", o)), "--out-dir", str(run), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    last = read_metrics(run / "metrics.jsonl")[-1]
+    assert last.get("skipped/bad_text", 0) >= 1 and last.get("skipped/bad_image", 0) >= 1, last
+    assert "skipped bad records" in err and "bad_text" in err and "bad_image" in err
