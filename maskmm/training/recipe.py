@@ -5,16 +5,22 @@ builder (config + tokenizer ids -> objective module) and a folder of YAML preset
 is an ``nn.Module`` with the small protocol :class:`Objective`; the trainer calls nothing else.
 
 Recipes are found by name (the built-in ones below, imported only when asked for, so this package
-never imports :mod:`maskmm.models`) or by import path ``"package.module:attribute"``, where the
+never imports :mod:`maskmm.models`), by import path ``"package.module:attribute"`` (the package must
+be importable: installed or on ``PYTHONPATH``) or by file ``"path/to/file.py:attribute"``, where the
 attribute is a :class:`Recipe` or a function returning one. A user's method plugs in without
-editing maskmm::
+editing maskmm; checkpoints store the recipe's import path (a file's absolute path), so
+``maskmm-eval`` finds it again::
 
     maskmm-train --recipe mypkg.flip:RECIPE --config path/to/flip.yaml
+    maskmm-train --recipe examples/flip_recipe.py:RECIPE --config examples/flip_tiny.yaml
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,12 +135,29 @@ class Recipe:
         return sorted({p.stem for d in self.preset_dirs for p in Path(d).glob("*.yaml")})
 
 
+def _import_file(path: str, file: str) -> Any:
+    p = Path(file).resolve()
+    if not p.is_file():
+        raise ValueError(f"recipe {path!r}: no such file {str(p)!r}")
+    name = f"maskmm_user_recipe_{abs(hash(str(p)))}"
+    spec = importlib.util.spec_from_file_location(name, p)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module  # dataclasses and pickling look classes up by module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 def _resolve(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
+    module_name, _, attr = path.rpartition(":")
     if not module_name or not attr:
-        raise ValueError(f"recipe {path!r} must be a built-in name or 'package.module:attribute'")
+        raise ValueError(
+            f"recipe {path!r} must be a built-in name, 'package.module:attribute' or 'file.py:attribute'"
+        )
     try:
-        module = importlib.import_module(module_name)
+        if module_name.endswith(".py"):
+            module = _import_file(path, module_name)
+        else:
+            module = importlib.import_module(module_name)
     except ImportError as e:
         raise ValueError(f"recipe {path!r}: cannot import {module_name!r} ({e})") from None
     try:
@@ -155,9 +178,14 @@ def get_recipe(name: str | Recipe, extra: Iterable[tuple[str, str]] = ()) -> Rec
         raise ValueError(
             f"unknown recipe {name!r}; built-in recipes: {sorted(table)} (or package.module:attr)"
         )
-    found = _resolve(table.get(name, name))
+    path = table.get(name, name)
+    found = _resolve(path)
     if not isinstance(found, Recipe) and callable(found):
         found = found()
     if not isinstance(found, Recipe):
         raise TypeError(f"recipe {name!r} resolves to {type(found).__name__}, not a maskmm.training.Recipe")
+    if name not in table:  # a user's recipe: remember where it came from (checkpoints store the name)
+        module, _, attr = name.rpartition(":")
+        where = f"{Path(module).resolve()}:{attr}" if module.endswith(".py") else name
+        found = dataclasses.replace(found, name=where)
     return found
