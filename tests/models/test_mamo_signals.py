@@ -209,8 +209,9 @@ def test_kill9_soak_ends_bit_identical_to_the_uninterrupted_run(tmp_path):
     rng = random.Random(0)
     kills = 0
     for _ in range(40):
-        resume = ("--resume", str(out)) if latest_intact_checkpoint(out, warn=False) else ("--overwrite",)
-        logged = len(_rows(out)) if resume[0] == "--resume" else 0
+        ckpt = latest_intact_checkpoint(out, warn=False)
+        resume = ("--resume", str(out)) if ckpt else ("--overwrite",)
+        logged = int(ckpt.stem.split("_")[1]) if ckpt else 0  # rows left after the resume truncates
         p = subprocess.Popen(_cmd(out, *common, extra=resume), env=_env(), stderr=subprocess.PIPE, text=True)
         # kill at a random point once this life trains (after startup, which a busy machine stretches)
         deadline = time.monotonic() + 180
