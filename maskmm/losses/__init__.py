@@ -4,6 +4,9 @@ Every loss has a functional form returning :class:`LossOutput` ``(loss, stats)``
 loss, detached fp32 stats, no host synchronisation unless documented) and a thin
 ``nn.Module``. Losses over masked positions return 0 (graph-connected, zero gradient)
 when nothing is masked.
+
+:mod:`maskmm.losses.terms` composes them into the objectives of a pretraining step (ITC, ITM,
+MLM, MRM, MIM, pixel reconstruction, code prediction), each a module with its own options.
 """
 
 from __future__ import annotations
@@ -23,18 +26,36 @@ from maskmm.losses.matching import (
 from maskmm.losses.pixel import PixelReconstructionLoss, pixel_reconstruction_loss
 from maskmm.losses.prototype import PrototypeLoss, prototype_loss
 from maskmm.losses.queue import FeatureQueue
+from maskmm.losses.terms import (
+    CodePredictionTerm,
+    ContrastiveTerm,
+    FeatureRegressionTerm,
+    FusionRegressionTerm,
+    LossTerm,
+    MaskedTokenTerm,
+    MatchingTerm,
+    PixelReconstructionTerm,
+)
 from maskmm.losses.types import LossOutput
 
 __all__ = [
+    "CodePredictionTerm",
+    "ContrastiveTerm",
     "FeatureQueue",
+    "FeatureRegressionTerm",
+    "FusionRegressionTerm",
     "HardNegatives",
     "ImageTextContrastive",
     "ImageTextMatchingLoss",
     "LatentRegressionLoss",
     "LossOutput",
+    "LossTerm",
     "MaskedTokenLoss",
+    "MaskedTokenTerm",
+    "MatchingTerm",
     "PairEncoder",
     "PixelReconstructionLoss",
+    "PixelReconstructionTerm",
     "PrototypeLoss",
     "contrastive_targets",
     "fused_linear_cross_entropy",

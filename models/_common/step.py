@@ -1,5 +1,9 @@
 """Pieces of a pretraining step every recipe repeats: batch checks, ALBEF's ITM step, the student
-container base, the required-parts check and the step's named losses."""
+container base, the required-parts check and the step's named losses.
+
+:func:`itc_similarity` and :func:`fused_text_cls` live in :mod:`maskmm.losses.terms` (with
+:class:`~maskmm.losses.terms.MatchingTerm`, the ITM step over the global batch as a module) and are
+re-exported here."""
 
 from __future__ import annotations
 
@@ -10,7 +14,18 @@ import torch
 from torch import Tensor, nn
 
 from maskmm._checks import check_floating, check_generator, check_tensor
-from maskmm.losses import LossOutput, PairEncoder, hard_negative_matching
+from maskmm.losses import LossOutput, hard_negative_matching
+from maskmm.losses.terms import fused_text_cls, itc_similarity
+
+__all__ = [
+    "PartsContainer",
+    "StepLosses",
+    "check_pair_batch",
+    "check_required_parts",
+    "fused_text_cls",
+    "itc_similarity",
+    "itm_step",
+]
 
 
 def check_pair_batch(
@@ -47,24 +62,6 @@ def check_pair_batch(
             f"ITM needs a batch of at least 2 pairs to draw negatives, got images of batch {b}{on_ranks}"
         )
     return b
-
-
-@torch.no_grad()
-def itc_similarity(image_feat: Tensor, text_feat: Tensor, temperature: Tensor | float) -> Tensor:
-    """fp32 ``[B, B]`` image-to-text similarities ``image_feat @ text_feat.T / temperature``, detached
-    (the hard-negative sampling distribution of ITM)."""
-    temp = temperature.detach().float() if isinstance(temperature, Tensor) else float(temperature)
-    return image_feat.detach().float() @ text_feat.detach().float().t() / temp
-
-
-def fused_text_cls(fusion: nn.Module) -> PairEncoder:
-    """The :data:`~maskmm.losses.PairEncoder` of an ALBEF-style fusion encoder: its fused text CLS
-    state ``[N, D]`` (the input of the matching head)."""
-
-    def fuse(image: Tensor, image_valid: Tensor | None, text: Tensor, text_valid: Tensor) -> Tensor:
-        return fusion(image, image_valid, text, text_valid).text[:, 0]
-
-    return fuse
 
 
 def itm_step(

@@ -21,9 +21,12 @@ One training step (:meth:`MAMO.forward`) computes, for a batch of image-caption 
    - **MLM** (explicit target): masked tokens predicted from the fused text states; optionally
      distilled from the teacher run on the masked text and the clean image (as ALBEF).
 
-Each loss is switchable and weighted. The teacher (:class:`maskmm.teachers.EMATeacher` of the
-student) holds its weights as buffers, so ``MAMO.parameters()`` never yields them; the training
-loop calls :meth:`MAMO.update_teacher` after the optimizer step.
+Each loss is a term of :mod:`maskmm.losses.terms` (:attr:`MAMO.terms`), switchable and weighted; a
+step builds the views the active terms read (the teacher on the clean pair, restricted to what they
+read; the student on the clean pair; the jointly masked view) and adds up their losses. The teacher
+(:class:`maskmm.teachers.EMATeacher` of the student) holds its weights as buffers, so
+``MAMO.parameters()`` never yields them; the training loop calls :meth:`MAMO.update_teacher` after
+the optimizer step.
 
 Choices that are ours (not verified against the paper): listed in docs/methods.md (MAMO section)
 and in :class:`MAMOSettings`.
@@ -34,10 +37,11 @@ batch of ``world * b`` pairs (rank ``r``'s rows at ``[r * b, (r + 1) * b)``), gi
 ``generator`` state on every rank:
 
 - captions are padded to the longest length over ranks (:func:`maskmm.distributed.pad_to_common_length`);
-- ITC gathers its keys (:class:`maskmm.losses.ImageTextContrastive`);
+- ITC gathers its keys (:class:`maskmm.losses.ImageTextContrastive`,
+  :class:`~maskmm.losses.terms.ContrastiveTerm`);
 - ITM gathers the image and text states with gradient, draws the negatives of the whole global
   batch from the gathered ITC similarities and fuses this rank's ``3b`` pairs (negatives may come
-  from any rank);
+  from any rank; :class:`~maskmm.losses.terms.MatchingTerm`);
 - the joint masking is drawn for the global batch (token ids and validity gathered) and each rank
   takes its rows, so the generator is consumed as in one process;
 - ITM, MLM, MRM and MIM means are rescaled to this rank's share of the global mean
@@ -49,39 +53,31 @@ Dropout and other draws of the global torch RNG stay per rank (the ``tiny`` pres
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskmm._checks import check_ratio
-from maskmm.distributed import (
-    all_gather_no_grad,
-    all_gather_with_grad,
-    pad_to_common_length,
-    rescale_to_global_mean,
-    world_info,
-)
-from maskmm.losses import (
-    ImageTextContrastive,
-    latent_regression_loss,
-    masked_token_loss,
+from maskmm.distributed import all_gather_no_grad, pad_to_common_length, world_info
+from maskmm.losses import ImageTextContrastive
+from maskmm.losses.terms import (
+    ContrastiveTerm,
+    FeatureRegressionTerm,
+    FusionRegressionTerm,
+    LossTerm,
+    MaskedTokenTerm,
+    MatchingTerm,
+    pool_states,
 )
 from maskmm.masking import PatchMasking, TokenMasker, TokenMasking, random_patch_masking
-from maskmm.targets import top_k_layer_targets
+from maskmm.nn import FusionOutput
+from maskmm.targets import TopKLayerTargets
 from maskmm.teachers import EMATeacher
 
-from .._common import (
-    PartsContainer,
-    StepLosses,
-    check_pair_batch,
-    check_required_parts,
-    itc_similarity,
-    itm_step,
-)
+from .._common import PartsContainer, StepLosses, check_pair_batch, check_required_parts
 
 __all__ = ["LOSS_NAMES", "MAMO", "MAMOOutput", "MAMOSettings", "MAMOStudent"]
 
@@ -237,6 +233,14 @@ class MAMO(nn.Module):
         fp32_shadow: keep fp32 master weights in the teacher (for bf16 students).
         schedule: the step-dependent settings :meth:`forward` uses (:class:`MAMOSchedule`).
 
+    Attributes:
+        terms: loss name -> its :mod:`maskmm.losses.terms` module (enabled losses only, in the order
+            of :data:`LOSS_NAMES`), built from ``settings`` and the parts: ITC
+            (:class:`~maskmm.losses.terms.ContrastiveTerm`), ITM (``MatchingTerm``), MLM
+            (``MaskedTokenTerm``), MRM (``FusionRegressionTerm``), MIM (``FeatureRegressionTerm``).
+            A plain dict, outside the module tree: the terms call the parts of ``student`` and
+            ``itc`` (and read the teacher's), registered there, so the state dict is unchanged.
+
     Call :meth:`update_teacher` (or :meth:`after_optimizer_step`) after each optimizer step.
     """
 
@@ -290,6 +294,37 @@ class MAMO(nn.Module):
             include.append("mlm_head")
         self.teacher = EMATeacher(student, decay=ema_decay, include=include, fp32_shadow=fp32_shadow)
         self._pad_id = int(getattr(getattr(student.text, "config", None), "pad_token_id", 0))
+        self.terms: dict[str, LossTerm] = self._build_terms()
+
+    def _build_terms(self) -> dict[str, LossTerm]:
+        """The terms of the enabled losses, in the order of :data:`LOSS_NAMES`."""
+        s, st, t = self.settings, self.student, self.teacher.module
+        build: dict[str, Callable[[], LossTerm]] = {
+            "itc": lambda: ContrastiveTerm(
+                self.itc,
+                st.vision_proj,
+                st.text_proj,
+                pool=s.itc_pool,
+                momentum=(t.vision_proj, t.text_proj) if s.itc_momentum_keys else None,
+                distill=s.itc_distill and s.itc_momentum_keys,
+            ),
+            "itm": lambda: MatchingTerm(st.fusion, st.itm_head),
+            "mlm": lambda: MaskedTokenTerm(st.mlm_head, distill=s.mlm_distill),
+            "mrm": lambda: FusionRegressionTerm(
+                st.mrm_head,
+                TopKLayerTargets(s.mrm_top_k, layer_norm=s.mrm_layer_norm, final_norm=s.mrm_final_norm),
+                kind=s.mrm_kind,
+                scale_by_dim=s.mrm_scale_by_dim,
+                beta=s.mrm_beta,
+            ),
+            "mim": lambda: FeatureRegressionTerm(
+                st.mim_decoder,
+                kind=s.mim_kind,
+                target_norm=s.mim_target_norm,
+                scale_by_dim=s.mim_scale_by_dim,
+            ),
+        }
+        return {name: build[name]() for name in LOSS_NAMES if s.on(name)}
 
     # ------------------------------------------------------------------ teacher
 
@@ -298,21 +333,15 @@ class MAMO(nn.Module):
         """EMA update of the teacher; call after the optimizer step of ``step``."""
         self.teacher.update(step)
 
-    def _teacher(self, name: str) -> nn.Module:
-        return getattr(self.teacher.module, name)
-
     # ------------------------------------------------------------------ encoders (also for eval)
 
     def pool_image(self, states: Tensor) -> Tensor:
         """``[B, D]`` ITC input: the CLS state, or the mean of the patch states (``itc_pool``)."""
-        return states[:, 0] if self.settings.itc_pool == "cls" else states[:, 1:].mean(1)
+        return pool_states(states, None, self.settings.itc_pool)
 
     def pool_text(self, states: Tensor, valid: Tensor) -> Tensor:
         """``[B, D]`` ITC input: the CLS state, or the mean of the other valid states."""
-        if self.settings.itc_pool == "cls":
-            return states[:, 0]
-        w = valid[:, 1:, None].to(states.dtype)
-        return (states[:, 1:] * w).sum(1) / w.sum(1).clamp(min=1.0)
+        return pool_states(states, valid, self.settings.itc_pool)
 
     def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """Student image states ``[B, 1 + N, D]`` and ITC features ``[B, E]`` (``None`` without ITC)."""
@@ -400,7 +429,7 @@ class MAMO(nn.Module):
         active_losses: Collection[str] | None = None,
         generator: torch.Generator | None = None,
     ) -> MAMOOutput:
-        """One pretraining step's losses.
+        """One pretraining step's losses: the active :attr:`terms` on the views they read.
 
         Args:
             images: ``[B, 3, H, W]`` float.
@@ -411,186 +440,151 @@ class MAMO(nn.Module):
             alpha: distillation weight of ITC soft targets (and MLM distillation), in ``[0, 1]``.
             itm_hardness: in ``[0, 1]``, how much the ITM negatives follow the ITC similarities
                 rather than a uniform draw (see :func:`maskmm.losses.sample_hard_negatives`).
-            active_losses: the enabled losses to compute at this step (default: all of
-                ``settings.losses``); e.g. a warm-up phase with ITC alone. The parts only the
-                skipped losses use get no gradient at this step.
-            generator: RNG of the masking and the hard-negative draws. Under data parallelism it
-                must be in the same state on every rank: the draws are made for the global batch
-                (see the module docstring), and ``input_ids`` / ``text_valid`` are padded to the
-                longest caption length over ranks first.
+            active_losses: the enabled losses computed at this step (default: ``settings.losses``);
+                the parts only the skipped losses use get no gradient at this step.
+            generator: RNG of the masking and the hard-negative draws; under data parallelism in
+                the same state on every rank (see the module docstring).
         """
-        s = self.settings
+        terms = self._active_terms(alpha, itm_hardness, active_losses)
+        itc, itm, mlm, mrm, mim = (terms.get(name) for name in LOSS_NAMES)
+        _, world = world_info()
+        check_pair_batch(images, input_ids, text_valid, image_ids, generator, itm="itm" in terms, world=world)
+        if terms.keys() - {"itc"}:  # global-batch draws: one caption length on every rank
+            input_ids, text_valid = pad_to_common_length([input_ids, text_valid], [self._pad_id, False])
+        teacher = _TeacherPass(self, images, input_ids, text_valid, terms.values(), alpha)
+        step, st, valid, ids = StepLosses(), self.student, text_valid, image_ids
+        if itc is not None or itm is not None:
+            img, txt = st.vision(images).last_hidden, st.text(input_ids, valid).last_hidden
+            feats = itc.features(img, txt, valid) if itc is not None else None
+            if itc is not None:
+                out = itc(img, txt, valid, **teacher(itc), image_ids=ids, alpha=alpha, features=feats)
+                step.add("itc", out)
+            if itm is not None:  # negatives drawn from the ITC similarities (uniformly without ITC)
+                sim = itc.similarity(*feats) if itc is not None else None
+                out = itm(
+                    img, txt, valid, similarity=sim, image_ids=ids, generator=generator, hardness=itm_hardness
+                )
+                step.add("itm", out)
+        if mlm is not None or mrm is not None or mim is not None:
+            v = self._masked_view(images, input_ids, valid, generator)
+            step.stats.update(v.stats())
+            if mlm is not None:
+                out = mlm(v.fused.text, v.labels, **teacher(mlm, v), alpha=alpha, global_count=v.n_tokens)
+                step.add("mlm", out)
+            if mrm is not None:
+                out = mrm(v.fused, v.patch_mask, v.token_mask, valid, **teacher(mrm), global_counts=v.counts)
+                step.add("mrm", out)
+            if mim is not None:
+                step.add("mim", mim(v.image_states, v.patch_mask, **teacher(mim), global_count=v.n_patches))
+        return MAMOOutput(step.total(LOSS_NAMES, self.settings.weight), step.losses, step.stats)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _active_terms(
+        self, alpha: float, itm_hardness: float, active_losses: Collection[str] | None
+    ) -> dict[str, LossTerm]:
+        """The terms of ``active_losses`` (default: all enabled), after the checks of the step's options."""
         check_ratio("alpha", alpha, allow_one=True)
         check_ratio("itm_hardness", itm_hardness, allow_one=True)
+        s = self.settings
         active = s.losses if active_losses is None else tuple(active_losses)
         if not active or not set(active) <= set(s.losses):
             raise ValueError(
                 f"active_losses must be a non-empty subset of the enabled losses {s.losses}, got {active}"
             )
+        return {name: term for name, term in self.terms.items() if name in active}
 
-        def on(name: str) -> bool:
-            return name in active
-
-        rank, world = world_info()
-        b = check_pair_batch(images, input_ids, text_valid, image_ids, generator, itm=on("itm"), world=world)
-
+    def _masked_view(
+        self, images: Tensor, input_ids: Tensor, text_valid: Tensor, generator: torch.Generator | None
+    ) -> _MaskedView:
+        """The student on the jointly masked pair. The masking is drawn for the global batch (the
+        same on every rank, so the generator is consumed as in one process) and this rank keeps its
+        rows; the global masked counts are known on every rank."""
         st = self.student
-        step = StepLosses()
-        stats = step.stats
-        masked_view = on("mlm") or on("mrm") or on("mim")
-        # Draws are made for the global batch (this rank's rows: ``rows``); in one process the
-        # padding and the gathers are identities and the global batch is the batch.
-        valid_all = None
-        if on("itm") or masked_view:
-            input_ids, text_valid = pad_to_common_length([input_ids, text_valid], [self._pad_id, False])
-            valid_all = all_gather_no_grad(text_valid)
-        rows = (rank * b, (rank + 1) * b)
+        rank, _ = world_info()
+        b = images.shape[0]
+        n_patches = math.prod(st.vision.patch_embed.grid_size(images))
+        ids_all, valid_all = all_gather_no_grad(input_ids), all_gather_no_grad(text_valid)
+        pm_all, tm_all = self.mask_batch(ids_all, valid_all, n_patches, generator=generator)
+        pm = type(pm_all)(*(t[rank * b : (rank + 1) * b] for t in pm_all))
+        tm = type(tm_all)(*(t[rank * b : (rank + 1) * b] for t in tm_all))
+        v_full = st.vision.encode_masked_full(images, pm, self.settings.mask_mode)  # [B, 1+N, D]
+        t_masked = st.text(tm.input_ids, text_valid).last_hidden
+        fused = st.fusion(v_full, None, t_masked, text_valid)
+        # the states at the image positions: the fused ones, or the encoder's (fusion of text only)
+        image_states = fused.image if fused.image is not None else v_full
+        return _MaskedView(pm, tm, pm_all.mask.sum(), tm_all.mask.sum(), fused, image_states)
 
-        # ---------------- teacher on the clean pair (no grad)
-        # (only what a computed loss reads)
-        momentum_itc = on("itc") and s.itc_momentum_keys
-        need_t_txt = on("mrm") or momentum_itc
-        need_t_img = need_t_txt or on("mim") or (on("mlm") and s.mlm_distill and alpha > 0)
-        t_img = t_txt = None
+
+class _MaskedView(NamedTuple):
+    """The student on the jointly masked pair: this rank's masking of the ``patches`` and ``tokens``,
+    the masked counts of the global batch, the fusion output and the states at the image positions
+    (CLS first, then the full patch grid with mask tokens at the masked patches)."""
+
+    patches: PatchMasking
+    tokens: TokenMasking
+    n_patches: Tensor
+    n_tokens: Tensor
+    fused: FusionOutput
+    image_states: Tensor
+
+    patch_mask = property(lambda self: self.patches.mask)
+    token_mask = property(lambda self: self.tokens.mask)
+    labels = property(lambda self: self.tokens.labels)
+    counts = property(lambda self: (self.n_patches, self.n_tokens))
+
+    def stats(self) -> dict[str, Tensor]:
+        return {
+            "mask/image_masked": self.patches.mask.float().sum(1).mean(),
+            "mask/text_masked": self.tokens.mask.float().sum(1).mean(),
+        }
+
+
+class _TeacherPass:
+    """The EMA teacher (no gradient), restricted to what the active ``terms`` read at ``alpha`` (the
+    names of their ``teacher_*`` inputs, :meth:`maskmm.losses.terms.LossTerm.teacher_reads`): on the
+    clean pair its image states, text states and top-``k`` fusion layers; on the masked text (with
+    the clean image) its MLM logits at the masked positions."""
+
+    def __init__(
+        self,
+        model: MAMO,
+        images: Tensor,
+        input_ids: Tensor,
+        text_valid: Tensor,
+        terms: Iterable[LossTerm],
+        alpha: float,
+    ) -> None:
+        self._teacher, self._valid, self._alpha = model.teacher.module, text_valid, alpha
+        reads = frozenset().union(*(term.teacher_reads(alpha) for term in terms))
+        self.image = self.text = self.layers = None
+        t = self._teacher
         with torch.no_grad():
-            if need_t_img:
-                t_img = self._teacher("vision")(images).last_hidden  # [B, 1+N, D]
-            if need_t_txt:
-                t_txt = self._teacher("text")(input_ids, text_valid).last_hidden
-            t_layers: tuple = ()
-            if on("mrm"):
-                fusion_t = self._teacher("fusion")
-                k = s.mrm_top_k
-                depth = len(fusion_t.layers)
-                t_layers = fusion_t(
-                    t_img, None, t_txt, text_valid, return_layers=list(range(depth - k, depth))
+            if reads & {"teacher_image", "teacher_text", "teacher_layers", "teacher_logits"}:
+                self.image = t.vision(images).last_hidden  # [B, 1+N, D]
+            if reads & {"teacher_text", "teacher_layers"}:
+                self.text = t.text(input_ids, text_valid).last_hidden
+            if "teacher_layers" in reads:
+                k = model.settings.mrm_top_k
+                self.layers = t.fusion(
+                    self.image, None, self.text, text_valid, return_layers=list(range(-k, 0))
                 ).hidden_states
 
-        # ---------------- clean student pass: ITC + ITM
-        if on("itc") or on("itm"):
-            img = st.vision(images).last_hidden
-            txt = st.text(input_ids, text_valid).last_hidden
-            img_feat = txt_feat = None
-            if on("itc"):
-                img_feat = st.vision_proj(self.pool_image(img))
-                txt_feat = st.text_proj(self.pool_text(txt, text_valid))
-                if momentum_itc:
-                    with torch.no_grad():
-                        img_feat_m = self._teacher("vision_proj")(self.pool_image(t_img))
-                        txt_feat_m = self._teacher("text_proj")(self.pool_text(t_txt, text_valid))
-                    out = self.itc(
-                        img_feat,
-                        txt_feat,
-                        image_feat_m=img_feat_m,
-                        text_feat_m=txt_feat_m,
-                        image_ids=image_ids,
-                        alpha=float(alpha) if s.itc_distill else 0.0,
-                    )
-                else:
-                    out = self.itc(img_feat, txt_feat, image_ids=image_ids)
-                step.add("itc", out)
-            if on("itm"):
-                sim_i2t = None  # without ITC: uniform negatives
-                if img_feat is not None:
-                    img_all, txt_all = all_gather_no_grad(img_feat), all_gather_no_grad(txt_feat)
-                    sim_i2t = itc_similarity(img_all, txt_all, self.itc.temp)
-                out = itm_step(
-                    all_gather_with_grad(img),
-                    all_gather_with_grad(txt),
-                    valid_all,
-                    sim_i2t,
-                    fusion=st.fusion,
-                    head=st.itm_head,
-                    image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
-                    generator=generator,
-                    hardness=itm_hardness,
-                    rows=rows,
-                )
-                n_local, n_total = out.stats.pop("num_scored"), out.stats.pop("num_scored_total")
-                step.add("itm", out._replace(loss=rescale_to_global_mean(out.loss, n_local, n_total)))
-
-        # ---------------- jointly masked view: MLM, MRM, MIM
-        if masked_view:
-            n_patches = math.prod(st.vision.patch_embed.grid_size(images))
-            # drawn for the global batch (the same on every rank); this rank keeps its rows
-            ids_all = all_gather_no_grad(input_ids)
-            pm_all, tm_all = self.mask_batch(ids_all, valid_all, n_patches, generator=generator)
-            pm = type(pm_all)(*(t[rows[0] : rows[1]] for t in pm_all))
-            tm = type(tm_all)(*(t[rows[0] : rows[1]] for t in tm_all))
-
-            def global_mean(loss: Tensor, local_mask: Tensor, global_mask: Tensor) -> Tensor:
-                """``loss`` (a mean over ``local_mask``) as this rank's share of the mean over
-                ``global_mask`` (the same masking for the global batch); ``loss`` in one process."""
-                return rescale_to_global_mean(loss, local_mask.sum(), global_mask.sum())
-
-            v_full = st.vision.encode_masked_full(images, pm, s.mask_mode)  # [B, 1+N, D]
-            t_masked = st.text(tm.input_ids, text_valid).last_hidden
-            fused = st.fusion(v_full, None, t_masked, text_valid)
-            stats["mask/image_masked"] = pm.mask.float().sum(1).mean()
-            stats["mask/text_masked"] = tm.mask.float().sum(1).mean()
-
-            if on("mlm"):
-                soft = None
-                if s.mlm_distill and alpha > 0:
-                    soft = self._mlm_soft_targets(t_img, tm, text_valid)
-                out = masked_token_loss(
-                    fused.text,
-                    tm.labels,
-                    st.mlm_head,
-                    soft_targets=soft,
-                    soft_targets_are_logits=True,
-                    alpha=float(alpha) if soft is not None else 0.0,
-                )
-                step.add("mlm", out._replace(loss=global_mean(out.loss, tm.mask, tm_all.mask)))
-
-            if on("mrm"):
-                target_layers = [
-                    h.text if self.cross_fusion else torch.cat([h.image[:, 1:], h.text], dim=1)
-                    for h in t_layers
-                ]
-                if self.cross_fusion:
-                    states, mask, valid = fused.text, tm.mask, text_valid
-                    mask_all = tm_all.mask
-                else:
-                    states = torch.cat([fused.image[:, 1:], fused.text], dim=1)
-                    mask = torch.cat([pm.mask, tm.mask], dim=1)
-                    valid = torch.cat([torch.ones_like(pm.mask), text_valid], dim=1)
-                    mask_all = torch.cat([pm_all.mask, tm_all.mask], dim=1)
-                target = top_k_layer_targets(
-                    target_layers,
-                    len(target_layers),
-                    layer_norm=s.mrm_layer_norm,
-                    final_norm=s.mrm_final_norm,
-                    valid=valid,
-                )
-                pred = st.mrm_head(states)
-                out = latent_regression_loss(
-                    pred, target, mask, kind=s.mrm_kind, scale_by_dim=s.mrm_scale_by_dim, beta=s.mrm_beta
-                )
-                step.add("mrm", out._replace(loss=global_mean(out.loss, mask, mask_all)))
-
-            if on("mim"):
-                src = v_full[:, 1:] if self.cross_fusion else fused.image[:, 1:]
-                pred = st.mim_decoder(src)
-                target = t_img[:, 1:].float()
-                if s.mim_target_norm:
-                    target = F.layer_norm(target, target.shape[-1:])
-                out = latent_regression_loss(
-                    pred, target, pm.mask, kind=s.mim_kind, scale_by_dim=s.mim_scale_by_dim
-                )
-                step.add("mim", out._replace(loss=global_mean(out.loss, pm.mask, pm_all.mask)))
-
-        total = step.total(LOSS_NAMES, s.weight)
-        return MAMOOutput(total, step.losses, step.stats)
-
-    # ------------------------------------------------------------------ pieces
+    def __call__(self, term: LossTerm, view: _MaskedView | None = None) -> dict[str, object]:
+        """The ``teacher_*`` keyword arguments ``term`` reads (``view``: the masked view, for MLM)."""
+        values = {"teacher_image": self.image, "teacher_text": self.text, "teacher_layers": self.layers}
+        reads = term.teacher_reads(self._alpha)
+        if "teacher_logits" in reads:
+            values["teacher_logits"] = self._masked_text_logits(view.tokens)
+        return {name: values[name] for name in reads}
 
     @torch.no_grad()
-    def _mlm_soft_targets(self, t_img: Tensor, tm: TokenMasking, text_valid: Tensor) -> Tensor:
+    def _masked_text_logits(self, tm: TokenMasking) -> Tensor:
         """Teacher logits ``[M, V]`` at the masked text positions (masked text, clean image)."""
-        t_txt = self._teacher("text")(tm.input_ids, text_valid).last_hidden
-        fused = self._teacher("fusion")(t_img, None, t_txt, text_valid)
-        return self._teacher("mlm_head")(fused.text[tm.labels != -100]).float()
+        t = self._teacher
+        t_txt = t.text(tm.input_ids, self._valid).last_hidden
+        fused = t.fusion(self.image, None, t_txt, self._valid)
+        return t.mlm_head(fused.text[tm.labels != -100]).float()
 
 
 def _has_image_states(fusion: nn.Module) -> bool:
