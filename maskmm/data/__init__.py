@@ -23,8 +23,10 @@ from .grammar import CaptionSpec, Mention
 from .hf_tokenizer import HFTokenizer
 from .json_dataset import JsonCaptionDataset
 from .procedural import ShapesDataset, render_scene
+from .real_transforms import EvalImageTransform, RandAugment, TrainImageTransform
 from .scenes import Scene, SceneObject
 from .seeding import item_generator, seed_worker
+from .shards import ShardStream, StreamCollator, resolve_shards
 from .skips import SKIP_KEY_PREFIX, SKIP_REASONS, pop_skip_counts, skip_counts
 from .tar_dataset import TarShardDataset, expand_shards
 from .tokenizers import TokenizedText, WordTokenizer
@@ -52,12 +54,14 @@ __all__ = [
     "SKIP_REASONS",
     "CaptionSpec",
     "Compose",
+    "EvalImageTransform",
     "FineGrainedSet",
     "HFTokenizer",
     "ImageTextCollator",
     "JsonCaptionDataset",
     "Mention",
     "Normalize",
+    "RandAugment",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "Resize",
@@ -66,8 +70,11 @@ __all__ = [
     "SceneObject",
     "ShapesConfig",
     "ShapesDataset",
+    "ShardStream",
+    "StreamCollator",
     "TarShardDataset",
     "TokenizedText",
+    "TrainImageTransform",
     "WordTokenizer",
     "build_fine_grained_set",
     "build_retrieval_set",
@@ -78,6 +85,7 @@ __all__ = [
     "named_normalize",
     "pop_skip_counts",
     "render_scene",
+    "resolve_shards",
     "seed_worker",
     "skip_counts",
 ]

@@ -6,6 +6,9 @@ base name: ``000123.jpg``, ``000123.txt``, ``000123.json``. The caption is the `
 member (UTF-8) or ``json["caption"]``; the image is the first of ``image_exts`` present.
 Python's ``tarfile`` reads the shards sequentially; shards may be gzip, bzip2 or xz compressed
 (detected from their first bytes); the ``webdataset`` package is not needed.
+
+:class:`TarShardDataset` reads one pass (an epoch) per iteration; for training, the endless and
+resumable :class:`maskmm.data.shards.ShardStream` builds on it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .images import DECODE_ERRORS, decode_image, fit_image
+from .real_transforms import UndecodableImage
 from .seeding import item_generator
 from .skips import empty_skips
 from .tokenizers import is_valid_text
@@ -33,20 +37,32 @@ from .transforms import _size2
 
 __all__ = ["TarShardDataset", "expand_shards"]
 
-_BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_BRACES = re.compile(r"\{([^{}]*)\}")
+_RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 
 
 def expand_shards(pattern: str) -> list[str]:
-    """Expand numeric brace ranges: ``"data-{000..002}.tar"`` -> three names (zero padding kept)."""
-    m = _BRACES.search(pattern)
-    if m is None:
-        return [pattern]
-    lo, hi = m.group(1), m.group(2)
-    width = len(lo) if lo.startswith("0") else 0
-    out = []
-    for i in range(int(lo), int(hi) + 1):
-        out.extend(expand_shards(pattern[: m.start()] + str(i).zfill(width) + pattern[m.end() :]))
-    return out
+    """Expand brace groups, as the shell and ``webdataset`` do: numeric ranges
+    ``"data-{000..002}.tar"`` (zero padding kept) and lists ``"{train,extra}-0.tar"``.
+
+    A group without ``..`` or ``,`` (e.g. ``"{a}"``) is kept as written.
+    """
+    for m in _BRACES.finditer(pattern):
+        body = m.group(1)
+        rng = _RANGE.match(body)
+        if rng is not None:
+            lo, hi = rng.group(1), rng.group(2)
+            width = len(lo) if lo.startswith("0") else 0
+            choices = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
+        elif "," in body:
+            choices = body.split(",")
+        else:
+            continue
+        out = []
+        for c in choices:
+            out.extend(expand_shards(pattern[: m.start()] + c + pattern[m.end() :]))
+        return out
+    return [pattern]
 
 
 #: Errors that mark a shard as unreadable (counted as ``"bad_shard"``).
@@ -103,9 +119,11 @@ class TarShardDataset(IterableDataset):
     """Iterate image-caption samples from tar shards, split over DDP ranks and loader workers.
 
     Args:
-        shards: shard paths, or a pattern with a numeric brace range (see :func:`expand_shards`).
+        shards: shard paths, or a brace pattern (see :func:`expand_shards`).
         image_exts: accepted image extensions, in order of preference.
-        transform: optional ``transform(item, generator=...) -> item``.
+        transform: optional ``transform(item, generator=...) -> item``. One with
+            ``decodes_images = True`` (:mod:`maskmm.data.real_transforms`) receives the encoded image
+            bytes and decodes them itself (decoding, cropping and resizing in one pass).
         transform_seed: seed per-item transform generators from ``(transform_seed, epoch, index)``.
         shuffle_shards: visit shards in an order drawn from ``(seed, epoch)`` (see :meth:`set_epoch`).
         seed: seed of the shard order.
@@ -276,15 +294,43 @@ class TarShardDataset(IterableDataset):
         if caption is None or not caption.strip():
             self._skip(pending, "bad_text" if bad_text else "empty_caption")
             return None
-        try:
-            image = decode_image(group[ext])
-        except DECODE_ERRORS:
-            self._skip(pending, "bad_image")
-            return None
+        if getattr(self.transform, "decodes_images", False):
+            image = group[ext]  # encoded: the transform decodes it (undecodable: counted by _produce)
+        else:
+            try:
+                image = decode_image(group[ext])
+            except DECODE_ERRORS:
+                self._skip(pending, "bad_image")
+                return None
         image_id = meta.get("image_id")
         if isinstance(image_id, bool) or not isinstance(image_id, int):
             image_id = zlib.crc32(key.encode("utf-8"))
         return {"image": image, "caption": caption.strip(), "image_id": image_id, "index": index, "key": key}
+
+    def _produce(
+        self, key: str, group: dict[str, bytes], index: int, epoch: int, pending: dict[str, int]
+    ) -> dict | None:
+        """The finished item of a sample (decoded, transformed, resized), or ``None`` when skipped.
+
+        A transform with ``decodes_images = True`` (see :mod:`maskmm.data.real_transforms`) gets the
+        encoded image (``bytes``) and decodes it; the
+        :class:`~maskmm.data.real_transforms.UndecodableImage` it raises counts the sample as
+        ``"bad_image"`` (any other error propagates).
+        """
+        item = self._item(key, group, index, pending)
+        if item is None:
+            return None
+        if self.transform is not None:
+            gen = None if self.transform_seed is None else item_generator(self.transform_seed, epoch, index)
+            if getattr(self.transform, "decodes_images", False):
+                try:
+                    item = self.transform(item, generator=gen)
+                except UndecodableImage:
+                    self._skip(pending, "bad_image")
+                    return None
+            else:
+                item = self.transform(item, generator=gen)
+        return fit_image(item, self.image_size)
 
     def __iter__(self) -> Iterator[dict]:
         part, parts = self._reader()
@@ -304,17 +350,9 @@ class TarShardDataset(IterableDataset):
                     if (seen - 1) % parts != part:
                         continue
                 index = (shard_no << 32) + ordinal
-                item = self._item(key, group, index, pending)
+                item = self._produce(key, group, index, self.epoch, pending)
                 if item is None:
                     continue
-                if self.transform is not None:
-                    gen = (
-                        None
-                        if self.transform_seed is None
-                        else item_generator(self.transform_seed, self.epoch, index)
-                    )
-                    item = self.transform(item, generator=gen)
-                item = fit_image(item, self.image_size)
                 if held is not None:  # one item of lookahead: skips up to this item go with the held one
                     held["skipped"] = dict(pending)
                     pending.update(empty_skips())  # cleared in place: the shard reader holds this dict

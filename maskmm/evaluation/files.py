@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from maskmm.data import JsonCaptionDataset, build_retrieval_set, named_normalize
-from maskmm.data.images import decode_image, fit_image
+from maskmm.data.images import decode_image
+from maskmm.data.real_transforms import EvalImageTransform
 
 from .builtin import EvalSet
 
@@ -36,7 +37,8 @@ def load_retrieval_file(
 
     Args:
         path: the JSON file; image_root: folder the image paths are relative to.
-        image_size: images are resized to ``image_size`` (square) as in training;
+        image_size: the shorter side of each image is resized to ``image_size`` and the centre
+            square cropped (images of that size are used as they are);
         normalize: the training normalisation (``"imagenet"``, ``"clip"``, ``"none"``).
 
     Returns an :class:`~maskmm.evaluation.builtin.EvalSet` whose ``positives [N, T]`` marks each
@@ -48,8 +50,7 @@ def load_retrieval_file(
             p,
             image_root,
             expand_captions=False,
-            image_size=image_size,
-            transform=named_normalize(normalize),
+            transform=_eval_transform(image_size, normalize),
             max_retries=0,
         )
     except (ValueError, RuntimeError, OSError) as e:
@@ -73,6 +74,12 @@ def load_retrieval_file(
         positives=rs.positives,
         scenes=[],
     )
+
+
+def _eval_transform(image_size: int, normalize: str) -> EvalImageTransform:
+    norm = named_normalize(normalize)
+    stats = {} if norm is None else {"mean": list(norm.mean), "std": list(norm.std)}
+    return EvalImageTransform(image_size, **stats)
 
 
 @dataclass
@@ -103,7 +110,7 @@ def load_finegrained_file(
     records = _read_json(p)
     if not isinstance(records, list) or not records:
         raise ValueError(f"fine-grained file {str(p)!r} must hold a non-empty JSON list of records")
-    norm = named_normalize(normalize)
+    transform = _eval_transform(image_size, normalize)
     images, captions = [], []
     attrs: dict[str, list[list[str]]] = {}
     for i, rec in enumerate(records):
@@ -126,11 +133,11 @@ def load_finegrained_file(
             attrs.setdefault(a, [[] for _ in range(len(records))])[i] = vals
         img_path = Path(rec["image"]) if os.path.isabs(rec["image"]) else Path(image_root) / rec["image"]
         try:
-            item = fit_image({"image": decode_image(img_path)}, (image_size, image_size))
+            item = transform({"image": decode_image(img_path)})
         except Exception as e:
             raise ValueError(
                 f"fine-grained file {str(p)!r}: record {i}: cannot read {str(img_path)!r}: {e}"
             ) from None
-        images.append(item["image"] if norm is None else norm(item)["image"])
+        images.append(item["image"])
         captions.append(rec["caption"])
     return FineGrainedFile(torch.stack(images), captions, attrs)

@@ -149,13 +149,23 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """Training data. ``kind``: ``"shapes"`` (the built-in procedural set) or ``"json"`` (ALBEF-style
-    annotation files ``ann_file``, one path or a list, with images under ``image_root``);
-    ``tokenizer``: a local Hugging Face tokenizer folder (empty: the built-in word-level tokenizer of
-    the shapes data). ``train_size``: the built-in set's size; for files, ``0`` uses every pair and
-    ``n > 0`` a random subset of ``n`` pairs drawn with ``seed``."""
+    """Training data. ``kind``: ``"shapes"`` (the built-in procedural set), ``"json"`` (ALBEF-style
+    annotation files ``ann_file``, one path or a list, with images under ``image_root``) or
+    ``"shards"`` (WebDataset tar shards ``shards``: a brace pattern such as
+    ``/data/cc3m/{00000..00331}.tar``, a glob, or a list of them; read as a resumable stream, see
+    :class:`maskmm.data.shards.ShardStream`). ``tokenizer``: a local Hugging Face tokenizer folder
+    (empty: the built-in word-level tokenizer of the shapes data; required for files and shards).
+    ``train_size``: the built-in set's size; for JSON files, ``0`` uses every pair and ``n > 0`` a
+    random subset of ``n`` pairs drawn with ``seed``; unused for shards. ``seed`` also seeds the
+    per-epoch shard order and the per-item augmentation draws.
 
-    kind: Literal["shapes", "json"] = "shapes"
+    ``train_transform`` (real data only; the built-in images are rendered at their size and never
+    transformed): ``"crop_flip"`` = random resized crop to ``image_size`` keeping an area fraction in
+    ``[crop_scale_min, 1]`` + horizontal flip; ``"randaugment"`` adds ``randaugment_ops`` RandAugment
+    operations at ``randaugment_magnitude`` (0-10); ``"none"`` squashes each image to ``image_size``.
+    See :mod:`maskmm.data.real_transforms`."""
+
+    kind: Literal["shapes", "json", "shards"] = "shapes"
     image_size: int = 64
     max_text_len: int = 32
     normalize: Literal["imagenet", "clip", "none"] = "imagenet"
@@ -163,7 +173,12 @@ class DataConfig:
     train_size: int = 100000
     ann_file: str | list[str] = ""
     image_root: str = ""
+    shards: str | list[str] = ""
     tokenizer: str = ""
+    train_transform: Literal["none", "crop_flip", "randaugment"] = "crop_flip"
+    crop_scale_min: float = 0.2
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 7
 
     def check(self, p: str = "data.") -> None:
         check_positive(f"{p}image_size", self.image_size)
@@ -172,6 +187,21 @@ class DataConfig:
         if self.kind == "json" and not self.ann_file:
             raise ValueError(
                 f"config field '{p}ann_file' (a file or a list of files) is required with {p}kind='json'"
+            )
+        if self.kind == "shards" and not self.shards:
+            raise ValueError(
+                f"config field '{p}shards' (a shard pattern such as /data/cc3m/{{00000..00331}}.tar, a glob "
+                f"or a list of them) is required with {p}kind='shards'"
+            )
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ValueError(
+                f"config field '{p}crop_scale_min' must lie in (0, 1], got {self.crop_scale_min}"
+            )
+        check_positive(f"{p}randaugment_ops", self.randaugment_ops)
+        if not 0 <= self.randaugment_magnitude <= 10:
+            raise ValueError(
+                f"config field '{p}randaugment_magnitude' must lie in [0, 10], "
+                f"got {self.randaugment_magnitude}"
             )
 
 

@@ -213,17 +213,23 @@ class Trainer:
         self.dataset = build_train_dataset(cfg)
         # records dropped while reading the annotations, then those met while reading items
         self.skipped: Counter[str] = Counter(getattr(self.dataset, "skipped", {}))
-        # rank r's batch of a step = rows [r * b, (r + 1) * b) of the global batch one process draws
-        self.sampler = ResumableSampler(
-            len(self.dataset),
-            seed=cfg.train.seed,
-            rank=self.rank,
-            world_size=self.world,
-            block=self.local_batch,
-        )
-        self.batches_per_epoch = len(self.sampler) // self.local_batch
-        if self.batches_per_epoch == 0:
-            raise ValueError(f"data.train_size ({len(self.dataset)}) is smaller than one global batch")
+        # an iterable dataset (data.kind: shards) is an endless stream that splits itself over ranks
+        # and workers; its position comes from the batches consumed (observe) and is checkpointed
+        self.streamed = isinstance(self.dataset, torch.utils.data.IterableDataset)
+        self.sampler: ResumableSampler | None = None
+        self.batches_per_epoch = 0
+        if not self.streamed:
+            # rank r's batch of a step = rows [r * b, (r + 1) * b) of the global batch one process draws
+            self.sampler = ResumableSampler(
+                len(self.dataset),
+                seed=cfg.train.seed,
+                rank=self.rank,
+                world_size=self.world,
+                block=self.local_batch,
+            )
+            self.batches_per_epoch = len(self.sampler) // self.local_batch
+            if self.batches_per_epoch == 0:
+                raise ValueError(f"data.train_size ({len(self.dataset)}) is smaller than one global batch")
         self.collate = build_collate(cfg, self.tokenizer)
         self._iter = None
         self.guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, self.device)
@@ -243,8 +249,11 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _loader(self) -> DataLoader:
-        epoch, offset = divmod(self.step, self.batches_per_epoch)
-        self.sampler.set_epoch(epoch, start=offset * self.local_batch)
+        if self.sampler is not None:
+            epoch, offset = divmod(self.step, self.batches_per_epoch)
+            self.sampler.set_epoch(epoch, start=offset * self.local_batch)
+            if hasattr(self.dataset, "set_epoch"):  # per-epoch augmentation draws (real data)
+                self.dataset.set_epoch(epoch)
         workers = self.cfg.train.num_workers
         return DataLoader(
             self.dataset,
@@ -261,10 +270,12 @@ class Trainer:
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         """The batch of the current step (the stream restarts at each epoch boundary)."""
-        if self._iter is None or self.step % self.batches_per_epoch == 0:
+        if self._iter is None or (not self.streamed and self.step % self.batches_per_epoch == 0):
             self._iter = iter(self._loader())
         batch = next(self._iter)
         self.skipped.update(pop_skip_counts(batch))  # bad records met while making it (CPU ints)
+        if self.streamed:
+            self.dataset.observe(batch)  # consumed: the stream position moves past it (and leaves batch)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def skipped_totals(self) -> dict[str, int]:
@@ -327,6 +338,8 @@ class Trainer:
             self.guard.load_state_dict(state["guard"])
         if "skipped" in state:
             self.skipped = Counter({str(k): int(v) for k, v in state["skipped"].items()})
+        if self.streamed and "data" in state:
+            self.dataset.load_state_dict(state["data"])
         if self.world == 1:
             restore_rng_state(state["rng"], {"masking": self.generator})
         else:  # the shared masking stream (saved by rank 0) continues on every rank; the global
@@ -341,9 +354,13 @@ class Trainer:
         failed write raises :class:`~maskmm.training.CheckpointSaveError` naming the path and the
         OS reason; older checkpoints stay intact.
         """
+        # every rank calls save(); a stream's position is gathered from all of them (a collective)
+        stream = self.dataset.gather_state() if self.streamed else None
         if not (self.main and self.log_enabled):
             return None
         state = self.state_dict()
+        if stream is not None:
+            state["data"] = stream
         self._check_finite_state(state)
         path = save_checkpoint(state, self.out_dir / (name or f"step_{self.step}.pt"))
         if name is None:
