@@ -188,28 +188,19 @@ class PresetConfigs(NamedTuple):
 def preset(name: str, **overrides: object) -> PresetConfigs:
     """Named configurations.
 
-    - ``"tiny"``: 64 px images, patch 8 (64 patches), width 128, 4 vision layers,
-      2 text + 2 fusion layers, vocabulary 1024, no dropout. For tests and CPU runs.
+    - ``"tiny"``: the encoders of :class:`~maskmm.nn.encoders_config.EncodersConfig`'s defaults (the
+      one tiny configuration of the project, also the recipes' ``tiny`` presets): 64 px images, patch
+      16 (16 patches), width 128, 4 vision layers, 2 text + 2 fusion layers, vocabulary 1024, no
+      dropout. For tests and CPU runs.
     - ``"base"``: ViT-B/16 at 224 px + BERT-base split 6 (text) + 6 (fusion), as ALBEF.
 
     ``overrides`` replace fields of all three configs that have them (e.g.
     ``attn_backend="sdpa"``, ``grad_checkpointing=True``).
     """
     if name == "tiny":
-        out = PresetConfigs(
-            VisionConfig(image_size=64, patch_size=8, dim=128, depth=4, num_heads=4),
-            TextConfig(
-                vocab_size=1024,
-                dim=128,
-                depth=2,
-                num_heads=4,
-                intermediate_size=512,
-                max_position=64,
-                dropout=0.0,
-                attn_dropout=0.0,
-            ),
-            FusionConfig(dim=128, depth=2, num_heads=4, intermediate_size=512, dropout=0.0, attn_dropout=0.0),
-        )
+        from .encoders_config import EncodersConfig
+
+        out = EncodersConfig().to_presets(vocab_size=1024)
     elif name == "base":
         out = PresetConfigs(VisionConfig(), TextConfig(), FusionConfig())
     else:

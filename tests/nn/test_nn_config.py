@@ -20,7 +20,11 @@ from maskmm.nn import (
 
 def test_presets_and_overrides() -> None:
     tiny = preset("tiny", attn_backend="reference", grad_checkpointing=True)
-    assert tiny.vision.image_size == 64 and tiny.vision.patch_size == 8 and tiny.vision.num_patches == 64
+    assert tiny.vision.image_size == 64 and tiny.vision.patch_size == 16 and tiny.vision.num_patches == 16
+    assert tiny == preset("tiny", attn_backend="reference", grad_checkpointing=True)  # one tiny preset
+    from maskmm.nn.encoders_config import EncodersConfig
+
+    assert preset("tiny") == EncodersConfig().to_presets(vocab_size=1024)
     assert {tiny.vision.attn_backend, tiny.text.attn_backend, tiny.fusion.attn_backend} == {"reference"}
     base = preset("base")
     assert (base.vision.dim, base.vision.depth, base.vision.patch_size, base.vision.image_size) == (
@@ -47,7 +51,7 @@ def test_tiny_models_build_and_run_end_to_end() -> None:
     co = build_encoders("tiny", kind="coattention", depth=1)[2]
     assert isinstance(co, CoAttentionFusion) and co.depth == len(co.text_layers) == len(co.image_layers) == 1
     g = torch.Generator().manual_seed(0)
-    images = torch.randn(2, 3, 32, 32, generator=g)  # half the configured size keeps the test fast
+    images = torch.randn(2, 3, 64, 64, generator=g)  # 4 x 4 patches of 16 px
     m = random_patch_masking(2, 16, 0.75, generator=g)
     v = vision(images, masking=m)
     full = vision.insert_mask_tokens(v.last_hidden, m, grid_size=(4, 4))
