@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from maskmm.models.mamo.config import config_to_dict, load_config
 
 import maskmm
-from maskmm.training import Trainer, plot_rows, to_python
+from maskmm.training import Trainer, get_recipe, plot_rows, to_python
 from maskmm.training.cli import add_override_option
+from maskmm.training.config import config_to_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -50,7 +50,10 @@ __all__ = ["main", "parse_args"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="MAMO training throughput, peak memory and loss curve.")
+    p = argparse.ArgumentParser(description="Training throughput, peak memory and loss curve of a recipe.")
+    p.add_argument(
+        "--recipe", default="mamo", help="mamo, maskvlm, semmim, albef, clip or package.module:attr"
+    )
     p.add_argument("--config", default="base", help="preset name or YAML path (default: base)")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps to run")
     p.add_argument("--warmup", type=int, default=20, help="first steps left out of the throughput")
@@ -86,8 +89,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"train.out_dir={tmp}",
             *args.overrides,
         ]
-        cfg = load_config(args.config, overrides)
-        trainer = Trainer("mamo", cfg, log=False)
+        recipe = get_recipe(args.recipe)
+        cfg = recipe.load_config(args.config, overrides)
+        trainer = Trainer(recipe, cfg, log=False)
         device = trainer.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / 2**30,
         }
     result = {
-        "benchmark": "mamo-train",
+        "benchmark": f"{args.recipe}-train",
         "environment": {
             "device": device_string(device),
             "torch": torch.__version__,
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     preset, device = result["config"]["name"], result["environment"]["device"]
-    stem = f"mamo-{device_slug(preset)}-train-{device_slug(device)}"
+    stem = f"{device_slug(args.recipe)}-{device_slug(preset)}-train-{device_slug(device)}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = _markdown(result)
     (out / f"{stem}.md").write_text(md)
