@@ -2,99 +2,105 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from maskmm.losses import ImageTextContrastive
-from maskmm.masking import JointMasker, PixelBlockMasker
-from maskmm.nn import (
-    MatchingHead,
-    PredictionDecoder,
-    PresetConfigs,
-    ProjectionHead,
-    build_fusion_encoder,
-    build_mlm_head,
-    build_text_encoder,
-    build_vision_encoder,
-)
+from maskmm.masking import PixelBlockMasker
+from maskmm.nn import MatchingHead, PredictionDecoder, ProjectionHead, build_mlm_head
+from maskmm.nn.encoders_config import build_encoders
 
-from .._common import preset_encoders, token_masker
-from .config import MaskVLMConfig
-from .model import MaskVLM
+from .config import LOSS_NAMES, MaskVLMConfig
+from .model import MaskVLM, MaskVLMSchedule, MaskVLMSettings
 
-__all__ = ["build_maskvlm", "encoder_configs", "tiny_config"]
+__all__ = ["build_model", "build_settings"]
+
+#: The built-in tokenizer's ``[PAD]=0, [CLS]=1, [SEP]=2, [MASK]=3, [UNK]=4``.
+_SPECIAL_IDS = (0, 1, 2, 3, 4)
 
 
-def tiny_config(**changes: Any) -> MaskVLMConfig:
-    """A CPU-sized configuration on ``maskmm.nn.preset("tiny")`` (64 px images, patch 8).
+def build_settings(cfg: MaskVLMConfig) -> MaskVLMSettings:
+    """:class:`MaskVLMSettings` from ``cfg.losses`` / ``cfg.decoder`` / ``cfg.itc``."""
+    L = cfg.losses
+    return MaskVLMSettings(
+        losses=L.enabled(),
+        weights=tuple((n, L.weight(n)) for n in LOSS_NAMES),
+        pixel_loss=cfg.decoder.loss,
+        normalize_target=cfg.decoder.normalize_target,
+        itc_pool=cfg.itc.pool,
+    )
 
-    Pixel blocks shrink to 16 px with the image (4x4 blocks, 10 hidden at 60 %); the decoder has one
-    block; ITC features are 64 wide. ``changes`` replace any field.
+
+def build_model(
+    cfg: MaskVLMConfig,
+    *,
+    vocab_size: int | None = None,
+    pad_id: int = 0,
+    mask_token_id: int = 3,
+    special_ids: tuple[int, ...] = _SPECIAL_IDS,
+) -> MaskVLM:
+    """Build every part ``cfg`` needs and assemble a :class:`MaskVLM`.
+
+    Only the parts of enabled losses are built, so every trainable parameter gets a gradient once
+    every loss has joined. ``vocab_size`` defaults to ``cfg.model.vocab_size`` (which must then be > 0).
     """
-    base = {"encoders": "tiny", "block_size": 16, "decoder_depth": 1, "embed_dim": 64}
-    base.update(changes)
-    return MaskVLMConfig(**base)
-
-
-def encoder_configs(config: MaskVLMConfig) -> PresetConfigs:
-    """The encoder configs of ``config``: its preset with its overrides; the ViT has no mask token
-    (MaskVLM hides pixels, never patches) and the fusion reads image tokens of the ViT's width."""
-    return preset_encoders(config, mask_token=False)
-
-
-def build_maskvlm(config: MaskVLMConfig | None = None, *, encoders: PresetConfigs | None = None) -> MaskVLM:
-    """Build every part ``config`` needs and assemble a :class:`MaskVLM`.
-
-    Args:
-        config: default :class:`MaskVLMConfig` (base encoders).
-        encoders: explicit encoder configs; default :func:`encoder_configs` of ``config``.
-
-    Only the parts of enabled losses are built, so every trainable parameter gets a gradient.
-    """
-    config = (config if config is not None else MaskVLMConfig()).validate()
-    enc = encoders if encoders is not None else encoder_configs(config)
-    if not isinstance(enc, PresetConfigs):
-        raise TypeError(f"encoders must be maskmm.nn.PresetConfigs, got {type(enc).__name__}")
-    v, t = enc.vision, enc.text
-    vision = build_vision_encoder(v)
-    text = build_text_encoder(t)
-    on = set(config.losses)
-    fusion = build_fusion_encoder(enc.fusion) if on & {"itm", "mlm"} else None
+    cfg.validate()
+    vocab = vocab_size if vocab_size is not None else cfg.model.vocab_size
+    if not isinstance(vocab, int) or vocab <= 0:
+        raise ValueError(
+            f"vocab_size must be a positive int (from the tokenizer or model.vocab_size), got {vocab!r}"
+        )
+    m, L, dec, im = cfg.model, cfg.losses, cfg.decoder, cfg.image_masking
+    on = set(L.enabled())
+    # the ViT has no mask token: MaskVLM hides pixels, it never drops or replaces patches
+    vision, text, fusion = build_encoders(
+        m, vocab, pad_id, mask_token=False, fusion=bool(on & {"itm", "mlm"})
+    )
+    v = vision.config
     decoder = None
     if "mim" in on:
         decoder = PredictionDecoder(
-            v.dim,
+            m.vision_dim,
             v.patch_size * v.patch_size * v.in_chans,
-            dim=config.decoder_dim or v.dim,
-            depth=config.decoder_depth,
-            num_heads=config.decoder_heads or v.num_heads,
-            mlp_ratio=v.mlp_ratio,
+            dim=dec.dim or m.vision_dim,
+            depth=dec.depth,
+            num_heads=dec.heads or m.vision_heads,
+            mlp_ratio=m.mlp_ratio,
             cross_attend=True,
-            context_dim=t.dim,
-            attn_backend=v.attn_backend,
+            context_dim=m.text_dim,
+            attn_backend=m.attention_backend,
         )
-    masker = JointMasker(
-        PixelBlockMasker(
-            config.image_mask_ratio,
-            block_size=config.block_size,
-            patch_size=v.patch_size,
-            fill=config.mask_fill,
-            learnable_fill=config.learnable_fill and "mim" in on,
-            channels=v.in_chans,
-        ),
-        token_masker(config, t.vocab_size),
-        mode="separate",
-    )
     itc = "itc" in on
+    schedule = MaskVLMSchedule(
+        itm_hardness=lambda step: cfg.itm.hardness_at(step - L.itm_start_step),
+        active_losses=L.active_at,
+        find_unused_parameters=L.itm_start_step > 0 or L.masked_start_step > 0,
+    )
     return MaskVLM(
         vision=vision,
         text=text,
-        masker=masker,
-        config=config,
+        image_masker=PixelBlockMasker(
+            im.ratio,
+            block_size=im.block_size,
+            patch_size=v.patch_size,
+            fill=im.fill,
+            learnable_fill=im.learnable_fill and "mim" in on,
+            channels=v.in_chans,
+        ),
+        text_masker=cfg.text_masking.build(vocab, mask_token_id, special_ids),
+        settings=build_settings(cfg),
         fusion=fusion,
-        vision_proj=ProjectionHead(v.dim, config.embed_dim) if itc else None,
-        text_proj=ProjectionHead(t.dim, config.embed_dim) if itc else None,
-        itc_loss=ImageTextContrastive(config.embed_dim, 0, config.temperature) if itc else None,
-        itm_head=MatchingHead(enc.fusion.dim) if "itm" in on else None,
+        vision_proj=ProjectionHead(m.vision_dim, m.embed_dim) if itc else None,
+        text_proj=ProjectionHead(m.text_dim, m.embed_dim) if itc else None,
+        itc_loss=(
+            ImageTextContrastive(
+                m.embed_dim,
+                cfg.itc.queue_size,
+                cfg.itc.temperature,
+                learnable_temperature=cfg.itc.learnable_temperature,
+            )
+            if itc
+            else None
+        ),
+        itm_head=MatchingHead(m.text_dim) if "itm" in on else None,
         mlm_head=build_mlm_head(text, tie=True) if "mlm" in on else None,
         pixel_decoder=decoder,
+        schedule=schedule,
     )

@@ -2,119 +2,105 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from maskmm.losses import ImageTextContrastive
 from maskmm.masking import TextGuidedPatchMasker
-from maskmm.nn import (
-    MatchingHead,
-    PresetConfigs,
-    ProjectionHead,
-    RegressionHead,
-    build_fusion_encoder,
-    build_mlm_head,
-    build_text_encoder,
-    build_vision_encoder,
-)
+from maskmm.nn import MatchingHead, ProjectionHead, RegressionHead, build_mlm_head
+from maskmm.nn.encoders_config import build_encoders
 from maskmm.targets import PrototypeProjection, PrototypeTargets
-from maskmm.teachers import ConstantDecay, CosineDecay, DecaySchedule
 
-from .._common import preset_encoders, token_masker
-from .config import SemMIMConfig
-from .model import SemMIM, SemMIMStudent
+from .config import CODED, LOSS_NAMES, SemMIMConfig
+from .model import SemMIM, SemMIMSchedule, SemMIMSettings, SemMIMStudent
 
-__all__ = ["build_semmim", "decay_schedule", "encoder_configs", "tiny_config"]
+__all__ = ["build_model", "build_settings"]
 
-
-def tiny_config(**changes: Any) -> SemMIMConfig:
-    """A CPU-sized configuration on ``maskmm.nn.preset("tiny")`` (64 px images, patch 8).
-
-    ``K = 64`` codes from a 64-wide code head (hidden 128), ITC features 64 wide with a queue of
-    32. ``changes`` replace any field.
-    """
-    base: dict[str, Any] = {
-        "encoders": "tiny",
-        "embed_dim": 64,
-        "itc_queue_size": 32,
-        "num_codes": 64,
-        "code_dim": 64,
-        "code_hidden_dim": 128,
-    }
-    base.update(changes)
-    return SemMIMConfig(**base)
+#: The built-in tokenizer's ``[PAD]=0, [CLS]=1, [SEP]=2, [MASK]=3, [UNK]=4``.
+_SPECIAL_IDS = (0, 1, 2, 3, 4)
 
 
-def encoder_configs(config: SemMIMConfig) -> PresetConfigs:
-    """The encoder configs of ``config``: its preset with its overrides; the ViT keeps a mask token
-    and the fusion reads image tokens of the ViT's width."""
-    return preset_encoders(config, mask_token=True)
+def build_settings(cfg: SemMIMConfig) -> SemMIMSettings:
+    """:class:`SemMIMSettings` from ``cfg.losses`` / ``cfg.codes`` / ``cfg.image_masking`` / ``cfg.itc``."""
+    L = cfg.losses
+    return SemMIMSettings(
+        losses=L.enabled(),
+        weights=tuple((n, L.weight(n)) for n in LOSS_NAMES),
+        student_temp=cfg.codes.student_temp,
+        mask_mode=cfg.image_masking.mode,
+        itc_momentum_keys=cfg.itc.momentum_keys,
+        itc_distill=cfg.itc.distill,
+        itc_pool=cfg.itc.pool,
+    )
 
 
-def decay_schedule(config: SemMIMConfig) -> DecaySchedule:
-    """Constant ``ema_decay``, or a half-cosine to ``ema_final_decay`` over ``ema_anneal_steps``."""
-    if config.ema_anneal_steps == 0:
-        return ConstantDecay(config.ema_decay)
-    return CosineDecay(base=config.ema_decay, final=config.ema_final_decay, steps=config.ema_anneal_steps)
-
-
-def build_semmim(config: SemMIMConfig | None = None, *, encoders: PresetConfigs | None = None) -> SemMIM:
-    """Build every part ``config`` needs and assemble a :class:`SemMIM`.
-
-    Args:
-        config: default :class:`SemMIMConfig` (base encoders).
-        encoders: explicit encoder configs; default :func:`encoder_configs` of ``config``.
+def build_model(
+    cfg: SemMIMConfig,
+    *,
+    vocab_size: int | None = None,
+    pad_id: int = 0,
+    mask_token_id: int = 3,
+    special_ids: tuple[int, ...] = _SPECIAL_IDS,
+) -> SemMIM:
+    """Build every part ``cfg`` needs and assemble a :class:`SemMIM`.
 
     Only the parts of enabled losses are built. The ITC projections are built whenever ITC or the
     text-guided masking needs them (without ITC they stay frozen at their initialisation).
+    ``vocab_size`` defaults to ``cfg.model.vocab_size`` (which must then be > 0).
     """
-    config = (config if config is not None else SemMIMConfig()).validate()
-    enc = encoders if encoders is not None else encoder_configs(config)
-    if not isinstance(enc, PresetConfigs):
-        raise TypeError(f"encoders must be maskmm.nn.PresetConfigs, got {type(enc).__name__}")
-    v, t, f = enc.vision, enc.text, enc.fusion
-    on = set(config.losses)
-    coded = bool(on & {"mim", "global_codes"})
-    if coded and f.kind != "merged":
-        raise ValueError(f"SemMIM's mim / global_codes need a merged fusion, got fusion kind {f.kind!r}")
-    vision = build_vision_encoder(v)
-    text = build_text_encoder(t)
+    cfg.validate()
+    vocab = vocab_size if vocab_size is not None else cfg.model.vocab_size
+    if not isinstance(vocab, int) or vocab <= 0:
+        raise ValueError(
+            f"vocab_size must be a positive int (from the tokenizer or model.vocab_size), got {vocab!r}"
+        )
+    m, L, c = cfg.model, cfg.losses, cfg.codes
+    on = set(L.enabled())
+    coded = bool(on & set(CODED))
+    vision, text, fusion = build_encoders(
+        m, vocab, pad_id, mask_token=True, fusion=bool(on & {"itm", "mlm", *CODED})
+    )
     projections = "itc" in on or coded
     student = SemMIMStudent(
         vision=vision,
         text=text,
-        fusion=build_fusion_encoder(f) if on & {"itm", "mlm", "mim", "global_codes"} else None,
-        vision_proj=ProjectionHead(v.dim, config.embed_dim) if projections else None,
-        text_proj=ProjectionHead(t.dim, config.embed_dim) if projections else None,
-        itm_head=MatchingHead(f.dim) if "itm" in on else None,
+        fusion=fusion,
+        vision_proj=ProjectionHead(m.vision_dim, m.embed_dim) if projections else None,
+        text_proj=ProjectionHead(m.text_dim, m.embed_dim) if projections else None,
+        itm_head=MatchingHead(m.text_dim) if "itm" in on else None,
         mlm_head=build_mlm_head(text, tie=True) if "mlm" in on else None,
-        code_head=RegressionHead(f.dim, config.code_dim, hidden_dim=config.code_hidden_dim)
-        if coded
-        else None,
-        prototypes=PrototypeProjection(config.code_dim, config.num_codes) if coded else None,
+        code_head=RegressionHead(m.text_dim, c.dim, hidden_dim=c.hidden_dim) if coded else None,
+        prototypes=PrototypeProjection(c.dim, c.num_codes) if coded else None,
     )
 
     def targets() -> PrototypeTargets:
-        return PrototypeTargets(
-            config.num_codes, teacher_temp=config.teacher_temp, center_momentum=config.center_momentum
-        )
+        return PrototypeTargets(c.num_codes, teacher_temp=c.teacher_temp, center_momentum=c.center_momentum)
 
+    schedule = SemMIMSchedule(
+        alpha=cfg.itc.alpha_at,
+        itm_hardness=lambda step: cfg.itm.hardness_at(step - L.itm_start_step),
+        active_losses=L.active_at,
+        find_unused_parameters=L.itm_start_step > 0 or L.masked_start_step > 0,
+    )
+    im = cfg.image_masking
     return SemMIM(
         student,
-        config,
+        build_settings(cfg),
         patch_masker=(
-            TextGuidedPatchMasker(
-                config.mask_ratio, temperature=config.mask_temperature, patch_size=v.patch_size
-            )
+            TextGuidedPatchMasker(im.ratio, temperature=im.temperature, patch_size=m.patch_size)
             if coded
             else None
         ),
         itc_loss=(
-            ImageTextContrastive(config.embed_dim, config.itc_queue_size, config.temperature)
+            ImageTextContrastive(
+                m.embed_dim,
+                cfg.itc.queue_size,
+                cfg.itc.temperature,
+                learnable_temperature=cfg.itc.learnable_temperature,
+            )
             if "itc" in on
             else None
         ),
         global_targets=targets() if "global_codes" in on else None,
         patch_targets=targets() if "mim" in on else None,
-        text_masker=token_masker(config, t.vocab_size) if "mlm" in on else None,
-        ema_decay=decay_schedule(config),
+        text_masker=cfg.text_masking.build(vocab, mask_token_id, special_ids) if "mlm" in on else None,
+        ema_decay=cfg.ema.decay_schedule(),
+        schedule=schedule,
     )
