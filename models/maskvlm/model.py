@@ -47,8 +47,7 @@ from maskmm.distributed import (
     world_info,
 )
 from maskmm.losses import ImageTextContrastive, masked_token_loss, pixel_reconstruction_loss
-from maskmm.masking import PixelBlockMasker, TokenMasker, apply_pixel_mask
-from maskmm.masking.pixel_block import pixel_block_masking
+from maskmm.masking import PixelBlockMasker, TokenMasker, apply_pixel_mask, pixel_block_masking
 from maskmm.nn import CrossAttentionFusion, MergedFusion
 from maskmm.targets import pixel_targets, unpatchify
 
