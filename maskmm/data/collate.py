@@ -7,6 +7,7 @@ from typing import Protocol
 
 import torch
 
+from .facts import caption_text_facts, encode_facts
 from .skips import SKIP_KEY_PREFIX, sum_item_skips
 from .tokenizers import TokenizedText
 
@@ -30,6 +31,7 @@ class ImageTextCollator:
         max_len: maximum text length in tokens, ``[CLS]`` and ``[SEP]`` included.
         padding: ``"longest"`` (pad to the batch's longest caption) or ``"max_length"`` (always
             ``max_len``, static shapes).
+        facts: add ``image_facts`` and ``caption_facts`` (see below and :mod:`maskmm.data.facts`).
 
     Returns a dict:
 
@@ -38,6 +40,11 @@ class ImageTextCollator:
       ``word_ids``: ``int64 [B, L]`` (``-1`` at special and padding tokens)
     - ``image_ids``: ``int64 [B]`` (equal ids = same image, e.g. to exclude positives);
       ``index``: ``int64 [B]``
+    - with ``facts``: ``image_facts int64 [B, Fi]`` and ``caption_facts int64 [B, Fc]``, fact ids padded
+      with ``-1`` (:func:`~maskmm.data.facts.encode_facts`): an item's own ``"image_facts"`` /
+      ``"caption_facts"`` (the built-in data gives its scene's and its caption's), else the normalised
+      caption text for both (:func:`~maskmm.data.facts.caption_text_facts`). Caption ``j`` is true of
+      image ``i`` when its facts are a subset of image ``i``'s (:func:`maskmm.losses.pair_positives`).
     - with boxes (built-in data): ``boxes float32 [B, M, 4]``, ``box_valid bool [B, M]`` and
       ``phrase_spans int64 [B, M, 2]`` (word spans; with one token per word the tokens are
       ``start + 1 .. end``), ``M`` the most objects in the batch, padding rows zero / ``False``.
@@ -51,14 +58,18 @@ class ImageTextCollator:
     U+FFFD) instead of failing the batch.
     """
 
-    def __init__(self, tokenizer: Tokenizer, max_len: int, padding: str = "longest") -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, max_len: int, padding: str = "longest", *, facts: bool = True
+    ) -> None:
         if not callable(tokenizer):
             raise TypeError(f"tokenizer must be callable, got {type(tokenizer).__name__}")
         if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
             raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
         if padding not in ("longest", "max_length"):
             raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
-        self.tokenizer, self.max_len, self.padding = tokenizer, max_len, padding
+        if not isinstance(facts, bool):
+            raise TypeError(f"facts must be a bool, got {type(facts).__name__}")
+        self.tokenizer, self.max_len, self.padding, self.facts = tokenizer, max_len, padding, facts
 
     def __call__(self, items: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         if not isinstance(items, Sequence) or not items:
@@ -74,6 +85,8 @@ class ImageTextCollator:
             if not isinstance(img, torch.Tensor) or img.dim() != 3 or not img.is_floating_point():
                 got = list(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
                 raise TypeError(f"items[{i}]['image'] must be a float tensor [3, H, W], got {got}")
+            if ("image_facts" in it) != ("caption_facts" in it):
+                raise ValueError(f"items[{i}] has one of 'image_facts' and 'caption_facts' but not the other")
             ref = items[0]["image"]
             if img.shape != ref.shape or img.dtype != ref.dtype:
                 raise ValueError(
@@ -90,6 +103,10 @@ class ImageTextCollator:
             "image_ids": torch.tensor([int(it["image_id"]) for it in items], dtype=torch.long),
             "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
         }
+        if self.facts:
+            default = [caption_text_facts(it["caption"]) for it in items]
+            for key in ("image_facts", "caption_facts"):
+                batch[key] = encode_facts([it.get(key, d) for it, d in zip(items, default)])
         if all("boxes" in it for it in items):
             m = max(int(it["boxes"].shape[0]) for it in items)
             b = len(items)

@@ -12,6 +12,9 @@ Item layout (a ``dict``, shared with the real-data readers):
 - ``boxes``: ``float32 [n, 4]`` object boxes ``(x0, y0, x1, y1)`` in pixels, in mention order
 - ``phrase_spans``: ``int64 [n, 2]`` word span ``(start, end)`` of the noun phrase naming each box
 - ``scene``: the :class:`~maskmm.data.scenes.Scene` (metadata for distractors and grounding)
+- ``image_facts``, ``caption_facts``: ``frozenset`` of the facts true of the scene and of the facts
+  its caption asserts (:mod:`maskmm.data.grammar`), after the transform; the collator turns them into
+  the false-negative relation of the batch (:mod:`maskmm.data.facts`)
 - ``alpha`` (only with ``return_alpha=True``): ``float32 [n, S, S]`` per-object coverage
 """
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .grammar import spec_facts
 from .raster import render_objects
 from .scenes import Scene, ScenePlanner
 from .seeding import item_generator
@@ -143,4 +147,7 @@ class ShapesDataset(Dataset):
                 else item_generator(self.transform_seed, self.epoch, index)
             )
             item = self.transform(item, generator=gen)
+        scene = item.get("scene", scene)  # after the transform: a flip mirrors the scene and its caption
+        item["image_facts"] = scene.facts
+        item["caption_facts"] = spec_facts(scene.spec)
         return item

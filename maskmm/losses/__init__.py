@@ -24,6 +24,7 @@ from maskmm.losses.matching import (
     sample_hard_negatives,
 )
 from maskmm.losses.pixel import PixelReconstructionLoss, pixel_reconstruction_loss
+from maskmm.losses.positives import batch_positives, pair_positives
 from maskmm.losses.prototype import PrototypeLoss, prototype_loss
 from maskmm.losses.queue import FeatureQueue
 from maskmm.losses.terms import (
@@ -57,6 +58,7 @@ __all__ = [
     "PixelReconstructionLoss",
     "PixelReconstructionTerm",
     "PrototypeLoss",
+    "batch_positives",
     "contrastive_targets",
     "fused_linear_cross_entropy",
     "hard_negative_matching",
@@ -64,6 +66,7 @@ __all__ = [
     "image_text_matching_loss",
     "latent_regression_loss",
     "masked_token_loss",
+    "pair_positives",
     "pixel_reconstruction_loss",
     "prototype_loss",
     "sample_hard_negatives",

@@ -18,6 +18,7 @@ from maskmm._checks import (
     check_tensor,
 )
 from maskmm.distributed import all_gather_no_grad, all_gather_with_grad, world_info
+from maskmm.losses.positives import check_positives
 from maskmm.losses.queue import FeatureQueue
 from maskmm.losses.types import LossOutput, _acc_dtype, _stat
 
@@ -32,21 +33,26 @@ def contrastive_targets(
     query_ids: Tensor | None = None,
     key_ids: Tensor | None = None,
     key_valid: Tensor | None = None,
+    positives: Tensor | None = None,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Hard targets ``fp32 [num_queries, num_keys]``; each row sums to 1.
 
     Query ``i``'s own pair, key ``offset + i`` of the gathered batch, is always a positive.
-    Without ids it is the only one. With ids, every valid key sharing the query's id is a
-    positive too and the row is normalised (ids are ``>= 0``; a key id ``-1`` marks "no id"
-    and never matches, so a query with id ``-1`` keeps its own pair only).
+    Without ids or ``positives`` it is the only one. With ids, every valid key sharing the query's
+    id is a positive too (ids are ``>= 0``; a key id ``-1`` marks "no id" and never matches, so a
+    query with id ``-1`` keeps its own pair only); ``positives`` (``bool [num_queries, K]``,
+    ``K <= num_keys``) marks further positives among the first ``K`` keys. Rows are normalised.
     """
     rows = torch.arange(num_queries, device=device)
     own = torch.zeros(num_queries, num_keys, device=device, dtype=torch.bool)
     own[rows, rows + offset] = True
+    if positives is not None:
+        own[:, : positives.shape[1]] |= positives
     if query_ids is None:
-        return own.to(dtype)
+        pos = own.to(dtype)
+        return pos if positives is None else pos / pos.sum(1, keepdim=True)
     pos = (query_ids.unsqueeze(1) == key_ids.unsqueeze(0)) & (key_ids >= 0).unsqueeze(0)
     if key_valid is not None:
         pos = pos & key_valid.unsqueeze(0)
@@ -74,6 +80,7 @@ def image_text_contrastive_loss(
     temperature: Tensor | float,
     *,
     image_ids: Tensor | None = None,
+    positives: Tensor | None = None,
     image_feat_m: Tensor | None = None,
     text_feat_m: Tensor | None = None,
     alpha: float = 0.0,
@@ -94,9 +101,10 @@ def image_text_contrastive_loss(
     ``b``, query ``i``'s own pair is key ``r * b + i``.
 
     Targets: one-hot on the own pair, or with ``image_ids`` every key sharing the id
-    (batch and queue) is a positive, normalised per row. With ``alpha > 0`` the targets
-    become ``alpha * softmax(sim_m) + (1 - alpha) * targets`` where ``sim_m`` are the
-    momentum features' similarities to the same keys (no gradient).
+    (batch and queue) is a positive, and with ``positives`` every batch key the mask marks (a caption
+    true of the query image, an image the query caption is true of), normalised per row. With
+    ``alpha > 0`` the targets become ``alpha * softmax(sim_m) + (1 - alpha) * targets`` where
+    ``sim_m`` are the momentum features' similarities to the same keys (no gradient).
 
     ``loss = (CE_i2t + CE_t2i) / 2``, each the mean over the local rows (0 for an empty
     batch). Under DDP each rank's loss is its local mean; averaging gradients over ranks
@@ -108,6 +116,10 @@ def image_text_contrastive_loss(
             Used as given (the module clamps its learnable temperature).
         image_ids: ``long [b]`` non-negative pair ids (same id = same image); the own pair is
             always a positive.
+        positives: ``bool [N, N]`` over the gathered batch (``N = world * b``; ``b`` without
+            ``gather``), the same on every rank: ``[i, j]`` = caption ``j`` is true of image ``i``
+            (:func:`maskmm.losses.batch_positives`). Image query ``i`` reads row ``i``, text query
+            ``j`` column ``j``; queue keys are matched by ``image_ids`` only.
         image_feat_m, text_feat_m: ``[b, E]`` momentum features of one dtype (both or neither).
         alpha: soft-target weight in ``[0, 1]``; ``> 0`` needs momentum features.
         image_queue, text_queue: ``[Q, E]`` queued features (both or neither).
@@ -137,6 +149,8 @@ def image_text_contrastive_loss(
         raise ValueError(f"alpha={alpha} > 0 needs momentum features image_feat_m and text_feat_m")
     if image_ids is not None:
         check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long)
+    rank, world = world_info(group) if gather else (0, 1)
+    check_positives(positives, world * b, image_feat.device)
     if (image_queue is None) != (text_queue is None):
         raise ValueError("image_queue and text_queue must be given together (or both None)")
     q = 0
@@ -174,7 +188,6 @@ def image_text_contrastive_loss(
 
     acc = _acc_dtype(image_feat, temperature if isinstance(temperature, Tensor) else None)
     temp = temp.to(acc)
-    rank, _ = world_info(group) if gather else (0, 1)
     momentum = image_feat_m is not None
     if momentum:
         img_keys = all_gather_no_grad(image_feat_m, group) if gather else image_feat_m.detach()
@@ -198,23 +211,28 @@ def image_text_contrastive_loss(
             key_ids = all_gather_no_grad(image_ids, group) if gather else image_ids
             if q:
                 key_ids = torch.cat([key_ids, id_queue])
-        hard = contrastive_targets(
-            b,
-            n_batch + q,
-            offset=rank * b,
-            query_ids=image_ids,
-            key_ids=key_ids,
-            key_valid=key_valid,
-            device=image_feat.device,
-            dtype=acc,
+        local = slice(rank * b, (rank + 1) * b)
+        hard_i2t, hard_t2i = (
+            contrastive_targets(
+                b,
+                n_batch + q,
+                offset=rank * b,
+                query_ids=image_ids,
+                key_ids=key_ids,
+                key_valid=key_valid,
+                positives=p,
+                device=image_feat.device,
+                dtype=acc,
+            )
+            for p in ((None, None) if positives is None else (positives[local], positives[:, local].t()))
         )
-        t_i2t = t_t2i = hard
+        t_i2t, t_t2i = hard_i2t, hard_t2i
         if alpha > 0.0:
             t_det = temp.detach()
             sim_i2t_m = image_feat_m.to(acc) @ txt_keys.t() / t_det
             sim_t2i_m = text_feat_m.to(acc) @ img_keys.t() / t_det
-            t_i2t = alpha * _masked_softmax(sim_i2t_m, key_valid) + (1.0 - alpha) * hard
-            t_t2i = alpha * _masked_softmax(sim_t2i_m, key_valid) + (1.0 - alpha) * hard
+            t_i2t = alpha * _masked_softmax(sim_i2t_m, key_valid) + (1.0 - alpha) * hard_i2t
+            t_t2i = alpha * _masked_softmax(sim_t2i_m, key_valid) + (1.0 - alpha) * hard_t2i
 
     sim_i2t = image_feat.to(acc) @ txt_keys.t() / temp
     sim_t2i = text_feat.to(acc) @ img_keys.t() / temp
@@ -227,8 +245,8 @@ def image_text_contrastive_loss(
         if b > 0:
             m_i2t = sim_i2t if key_valid is None else sim_i2t.masked_fill(~key_valid, float("-inf"))
             m_t2i = sim_t2i if key_valid is None else sim_t2i.masked_fill(~key_valid, float("-inf"))
-            acc_i2t = (hard.gather(1, m_i2t.argmax(1, keepdim=True)) > 0).float().mean()
-            acc_t2i = (hard.gather(1, m_t2i.argmax(1, keepdim=True)) > 0).float().mean()
+            acc_i2t = (hard_i2t.gather(1, m_i2t.argmax(1, keepdim=True)) > 0).float().mean()
+            acc_t2i = (hard_t2i.gather(1, m_t2i.argmax(1, keepdim=True)) > 0).float().mean()
         else:
             acc_i2t = acc_t2i = loss.new_zeros(())
         stats = {
@@ -256,7 +274,7 @@ class ImageTextContrastive(nn.Module):
         gather: gather keys across ranks when distributed.
 
     ``forward(image_feat, text_feat, *, image_feat_m=None, text_feat_m=None,
-    image_ids=None, alpha=0.0, update_queue=None)`` computes
+    image_ids=None, positives=None, alpha=0.0, update_queue=None)`` computes
     :func:`image_text_contrastive_loss` against the batch and queue, then (when
     ``update_queue``, default ``self.training``) enqueues the gathered momentum
     features (or the detached online features without momentum) and ids.
@@ -304,6 +322,7 @@ class ImageTextContrastive(nn.Module):
         image_feat_m: Tensor | None = None,
         text_feat_m: Tensor | None = None,
         image_ids: Tensor | None = None,
+        positives: Tensor | None = None,
         alpha: float = 0.0,
         update_queue: bool | None = None,
     ) -> LossOutput:
@@ -322,6 +341,7 @@ class ImageTextContrastive(nn.Module):
             text_feat,
             self.temp,
             image_ids=image_ids,
+            positives=positives,
             image_feat_m=image_feat_m,
             text_feat_m=text_feat_m,
             alpha=alpha,

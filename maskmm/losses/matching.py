@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskmm._checks import check_floating, check_generator, check_ratio, check_same_device, check_tensor
+from maskmm.losses.positives import check_positives
 from maskmm.losses.types import LossOutput, _acc_dtype, _masked_mean, _stat
 
 __all__ = [
@@ -59,21 +60,24 @@ def sample_hard_negatives(
     generator: torch.Generator | None = None,
     return_flags: bool = False,
     hardness: float = 1.0,
+    positives: Tensor | None = None,
 ) -> tuple[Tensor, Tensor] | HardNegatives:
     """Draw one hard negative text per image and one hard negative image per text.
 
     Row ``i`` of ``sim_i2t`` (scaled similarities of image ``i`` to every text) gives
     the sampling distribution ``softmax(sim_i2t[i])`` restricted to texts whose pair id
-    differs from ``image_ids[i]`` (same-id pairs have weight 0; without ids only the
-    diagonal is excluded). Both directions are drawn in ONE ``torch.multinomial`` call.
+    differs from ``image_ids[i]`` and that ``positives`` does not mark as true of image ``i``
+    (those have weight 0; without ids or ``positives`` only the diagonal is excluded); row ``j``
+    of ``sim_t2i`` likewise excludes the images text ``j`` is true of (column ``j`` of
+    ``positives``). Both directions are drawn in ONE ``torch.multinomial`` call.
 
     ``hardness`` mixes that distribution with the uniform one over the same valid negatives:
     ``hardness * softmax + (1 - hardness) * uniform`` (1 = ALBEF, 0 = random negatives). A
     matching head trained from scratch on the hardest negatives alone can sit at the class
     prior (it predicts "no match" for every pair); easy negatives first give it a signal.
 
-    Fallback (documented choice): a row with no valid negative (every pair shares its
-    id) draws uniformly among the *other* indices ``j != i`` (index ``i`` itself when
+    Fallback (documented choice): a row with no valid negative (every other pair is a positive)
+    draws uniformly among the *other* indices ``j != i`` (index ``i`` itself when
     ``B == 1``); such rows are flagged (``return_flags=True``) so the loss can drop them
     (:meth:`HardNegatives.pair_valid`).
 
@@ -84,6 +88,8 @@ def sample_hard_negatives(
         generator: RNG for the draw (same seed, same device -> same negatives).
         return_flags: return a :class:`HardNegatives` with fallback flags.
         hardness: weight in ``[0, 1]`` of the similarity-based distribution (see above).
+        positives: ``bool [B, B]``, ``[i, j]`` = text ``j`` is true of image ``i``
+            (:func:`maskmm.losses.batch_positives`), or ``None``.
 
     Returns:
         ``(neg_text_idx long [B], neg_image_idx long [B])``, or :class:`HardNegatives`.
@@ -95,6 +101,7 @@ def sample_hard_negatives(
     if image_ids is not None:
         check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long)
     device = check_same_device(sim_i2t=sim_i2t, sim_t2i=sim_t2i, image_ids=image_ids)
+    check_positives(positives, b, device)
     check_generator("generator", generator, device)
     check_ratio("hardness", hardness, allow_one=True)
     if b == 0:
@@ -105,24 +112,27 @@ def sample_hard_negatives(
     eye = torch.eye(b, dtype=torch.bool, device=device)
     same = eye if image_ids is None else image_ids.unsqueeze(0) == image_ids.unsqueeze(1)
     same = same | eye
-    has_neg = ~same.all(1)  # symmetric relation: same for both directions
+    if positives is None:
+        same = same.unsqueeze(0).expand(2, b, b)  # symmetric: the same for both directions
+    else:  # [0]: texts true of image i (row i); [1]: images text j is true of (column j)
+        same = torch.stack([same | positives, same | positives.t()])
+    has_neg = ~same.all(-1)  # [2, B]
     fallback = eye if b > 1 else torch.zeros_like(eye)
-    excluded = torch.where(has_neg.unsqueeze(1), same, fallback)
+    excluded = torch.where(has_neg.unsqueeze(-1), same, fallback.unsqueeze(0))
     logits = torch.stack([sim_i2t, sim_t2i]).float()
     # Non-finite similarities would poison the softmax; neutralise them before sampling.
     logits = torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4)
-    logits = torch.where(has_neg.view(1, b, 1), logits, torch.zeros_like(logits))
-    logits = logits.masked_fill(excluded.unsqueeze(0), float("-inf"))
+    logits = torch.where(has_neg.unsqueeze(-1), logits, torch.zeros_like(logits))
+    logits = logits.masked_fill(excluded, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if hardness < 1.0:
         allowed = (~excluded).float()
         uniform = allowed / allowed.sum(-1, keepdim=True)
-        probs = hardness * probs + (1.0 - hardness) * uniform.unsqueeze(0)
+        probs = hardness * probs + (1.0 - hardness) * uniform
     probs = probs.reshape(2 * b, b)
     draws = torch.multinomial(probs, 1, generator=generator).reshape(2, b)
     if return_flags:
-        no_neg = ~has_neg
-        return HardNegatives(draws[0], draws[1], no_neg, no_neg.clone())
+        return HardNegatives(draws[0], draws[1], ~has_neg[0], ~has_neg[1])
     return draws[0], draws[1]
 
 
@@ -193,6 +203,7 @@ def hard_negative_matching(
     generator: torch.Generator | None = None,
     hardness: float = 1.0,
     rows: tuple[int, int] | None = None,
+    positives: Tensor | None = None,
 ) -> LossOutput:
     """ALBEF's image-text matching step with in-batch hard negatives.
 
@@ -204,6 +215,8 @@ def hard_negative_matching(
        (1 = matched).
     3. :func:`image_text_matching_loss` scores them; pairs built from a fallback draw (a row with
        no valid negative, see :func:`sample_hard_negatives`) are not scored.
+       With ``positives``, a text true of an image is never drawn as its negative (nor that image as
+       the text's).
 
     **Scoring a slice of the batch** (``rows=(start, stop)``, for data parallelism): the ``B``
     rows are *candidates* (e.g. the global batch gathered from every rank, with gradient) and
@@ -233,6 +246,8 @@ def hard_negative_matching(
         hardness: mix of similarity-based and uniform draws (see :func:`sample_hard_negatives`).
         rows: ``(start, stop)`` with ``0 <= start <= stop <= B``: score only these query rows
             (see above); ``None`` = all rows.
+        positives: ``bool [B, B]`` over the ``B`` candidates, ``[i, j]`` = text ``j`` is true of
+            image ``i`` (:func:`maskmm.losses.batch_positives`), or ``None``.
 
     Returns:
         :class:`LossOutput`: fp32 (fp64 for fp64 logits) mean cross-entropy over the scored pairs;
@@ -273,7 +288,13 @@ def hard_negative_matching(
     if sim_t2i is None:
         sim_t2i = sim_i2t.t()
     negs = sample_hard_negatives(
-        sim_i2t, sim_t2i, image_ids, generator=generator, return_flags=True, hardness=hardness
+        sim_i2t,
+        sim_t2i,
+        image_ids,
+        generator=generator,
+        return_flags=True,
+        hardness=hardness,
+        positives=positives,
     )
     start, stop = (0, b) if rows is None else rows
     n = stop - start

@@ -163,7 +163,13 @@ class DataConfig:
     transformed): ``"crop_flip"`` = random resized crop to ``image_size`` keeping an area fraction in
     ``[crop_scale_min, 1]`` + horizontal flip; ``"randaugment"`` adds ``randaugment_ops`` RandAugment
     operations at ``randaugment_magnitude`` (0-10); ``"none"`` squashes each image to ``image_size``.
-    See :mod:`maskmm.data.real_transforms`."""
+    See :mod:`maskmm.data.real_transforms`.
+
+    ``pair_facts``: batches carry what each caption asserts and what each image shows
+    (:mod:`maskmm.data.facts`: the scene's facts for the built-in data, the normalised caption text
+    for any other), and the recipes treat a caption that is true of another image of the (global)
+    batch as a positive of that image in ITC and never draw it as its ITM negative. ``False``: every
+    other pair of the batch is a negative (only ``image_ids`` are positives)."""
 
     kind: Literal["shapes", "json", "shards"] = "shapes"
     image_size: int = 64
@@ -179,6 +185,7 @@ class DataConfig:
     crop_scale_min: float = 0.2
     randaugment_ops: int = 2
     randaugment_magnitude: int = 7
+    pair_facts: bool = True
 
     def check(self, p: str = "data.") -> None:
         check_positive(f"{p}image_size", self.image_size)

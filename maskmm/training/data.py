@@ -164,9 +164,10 @@ def build_train_dataset(cfg: RunConfig) -> torch.utils.data.Dataset:
 
 def build_collate(cfg: RunConfig, tokenizer: Any) -> ImageTextCollator | StreamCollator:
     """``maskmm.data.ImageTextCollator``: pads text to the batch's longest caption, or always to
-    ``data.max_text_len`` with ``train.compile`` (static shapes). With ``data.kind: shards`` it is
+    ``data.max_text_len`` with ``train.compile`` (static shapes); with ``data.pair_facts`` the batches
+    carry fact ids (:mod:`maskmm.data.facts`). With ``data.kind: shards`` it is
     wrapped in a :class:`~maskmm.data.shards.StreamCollator`: batches also carry
     ``"stream/position"``, which ``ShardStream.observe`` removes."""
     padding = "max_length" if cfg.train.compile else "longest"
-    collate = ImageTextCollator(tokenizer, cfg.data.max_text_len, padding)
+    collate = ImageTextCollator(tokenizer, cfg.data.max_text_len, padding, facts=cfg.data.pair_facts)
     return StreamCollator(collate) if cfg.data.kind == "shards" else collate

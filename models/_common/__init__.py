@@ -1,6 +1,7 @@
 """Pieces every recipe repeats, written once (``maskmm.models._common``).
 
-- :func:`check_pair_batch`: the argument checks of a pretraining step on image-caption pairs.
+- :func:`check_pair_batch`: the argument checks of a pretraining step on image-caption pairs;
+  :func:`batch_pair_positives`: which captions of the global batch are true of which images.
 - :func:`itc_similarity` and :func:`fused_text_cls`: the similarities and the pair encoder of
   :func:`maskmm.losses.hard_negative_matching` (ALBEF's ITM); :func:`itm_step` puts them together.
 - :func:`check_required_parts`: each enabled loss has the parts it needs; :class:`PartsContainer`:
@@ -13,6 +14,7 @@ Config checks live with the config sections (``check(prefix)`` methods of each s
 from .step import (
     PartsContainer,
     StepLosses,
+    batch_pair_positives,
     check_pair_batch,
     check_required_parts,
     fused_text_cls,
@@ -23,6 +25,7 @@ from .step import (
 __all__ = [
     "PartsContainer",
     "StepLosses",
+    "batch_pair_positives",
     "check_pair_batch",
     "check_required_parts",
     "fused_text_cls",

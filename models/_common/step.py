@@ -8,18 +8,19 @@ re-exported here."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from maskmm._checks import check_floating, check_generator, check_tensor
-from maskmm.losses import LossOutput, hard_negative_matching
+from maskmm.losses import LossOutput, batch_positives, hard_negative_matching
 from maskmm.losses.terms import fused_text_cls, itc_similarity
 
 __all__ = [
     "PartsContainer",
     "StepLosses",
+    "batch_pair_positives",
     "check_pair_batch",
     "check_required_parts",
     "fused_text_cls",
@@ -64,6 +65,18 @@ def check_pair_batch(
     return b
 
 
+def batch_pair_positives(batch: Mapping[str, Tensor]) -> Tensor | None:
+    """``bool [W * B, W * B]``: which captions of the global batch are true of which images
+    (:func:`maskmm.losses.batch_positives` of the batch's ``image_facts`` and ``caption_facts``), or
+    ``None`` when the batch carries no facts (every other pair is then a negative, as before)."""
+    has = ("image_facts" in batch, "caption_facts" in batch)
+    if has == (False, False):
+        return None
+    if has != (True, True):
+        raise ValueError("batch has one of 'image_facts' and 'caption_facts' but not the other")
+    return batch_positives(batch["image_facts"], batch["caption_facts"])
+
+
 def itm_step(
     image_states: Tensor,
     text_states: Tensor,
@@ -76,11 +89,13 @@ def itm_step(
     generator: torch.Generator | None = None,
     hardness: float = 1.0,
     rows: tuple[int, int] | None = None,
+    positives: Tensor | None = None,
 ) -> LossOutput:
     """ALBEF's ITM: :func:`maskmm.losses.hard_negative_matching` on the fused text CLS of ``fusion``,
     negatives drawn from ``sim_i2t [B, B]`` (e.g. :func:`itc_similarity`; ``None``: uniformly), mixed
     with uniform draws by ``hardness``; ``rows`` scores a slice of the ``B`` rows (data parallelism,
-    see ``hard_negative_matching``)."""
+    see ``hard_negative_matching``); ``positives [B, B]``: texts true of other images, never their
+    negatives."""
     return hard_negative_matching(
         image_states,
         None,
@@ -93,6 +108,7 @@ def itm_step(
         generator=generator,
         hardness=hardness,
         rows=rows,
+        positives=positives,
     )
 
 

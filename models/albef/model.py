@@ -51,6 +51,7 @@ from maskmm.teachers import EMATeacher
 from .._common import (
     PartsContainer,
     StepLosses,
+    batch_pair_positives,
     check_pair_batch,
     check_required_parts,
     itc_similarity,
@@ -250,6 +251,7 @@ class ALBEF(nn.Module):
             batch["input_ids"],
             batch["text_valid"],
             batch.get("image_ids"),
+            positives=batch_pair_positives(batch),
             alpha=alpha,
             itm_hardness=hardness,
             generator=generator,
@@ -275,6 +277,7 @@ class ALBEF(nn.Module):
         text_valid: Tensor,
         image_ids: Tensor | None = None,
         *,
+        positives: Tensor | None = None,
         alpha: float = 0.4,
         itm_hardness: float = 1.0,
         generator: torch.Generator | None = None,
@@ -286,6 +289,9 @@ class ALBEF(nn.Module):
                 ``bool [B, L]`` (``True`` = real token).
             image_ids: ``long [B]``: pairs sharing an id are positives of each other in ITC and never
                 ITM negatives; ``None`` = every pair distinct.
+            positives: ``bool [W * B, W * B]`` over the global batch, ``[i, j]`` = caption ``j`` is
+                true of image ``i`` (:func:`maskmm.losses.batch_positives`): an ITC positive, never an
+                ITM negative. ``None``: only the own pair (and ``image_ids``).
             alpha: distillation weight of the ITC and MLM soft targets, in ``[0, 1]``.
             itm_hardness: in ``[0, 1]``: how much the ITM negatives follow the ITC similarities
                 rather than a uniform draw.
@@ -333,10 +339,11 @@ class ALBEF(nn.Module):
                     image_feat_m=img_feat_m,
                     text_feat_m=txt_feat_m,
                     image_ids=image_ids,
+                    positives=positives,
                     alpha=float(alpha) if self.itc_distill else 0.0,
                 )
             else:
-                out = self.itc(img_feat, txt_feat, image_ids=image_ids)
+                out = self.itc(img_feat, txt_feat, image_ids=image_ids, positives=positives)
             step.add("itc", out)
 
         if on("itm"):
@@ -353,6 +360,7 @@ class ALBEF(nn.Module):
                 fusion=st.fusion,
                 head=st.itm_head,
                 image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
+                positives=positives,
                 generator=generator,
                 hardness=itm_hardness,
                 rows=rows,

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from maskmm.losses import image_text_contrastive_loss
 
-from .._common import PartsContainer, StepLosses, check_pair_batch
+from .._common import PartsContainer, StepLosses, batch_pair_positives, check_pair_batch
 
 __all__ = ["CLIP", "CLIPStudent"]
 
@@ -118,7 +118,8 @@ class CLIP(nn.Module):
     def forward(
         self, batch: Mapping[str, Tensor], *, step: int = 0, generator: torch.Generator | None = None
     ):
-        """The loss of one step on ``batch`` (``images``, ``input_ids``, ``text_valid``, ``image_ids``);
+        """The loss of one step on ``batch`` (``images``, ``input_ids``, ``text_valid``, ``image_ids``,
+        and the ``image_facts`` / ``caption_facts`` of :func:`batch_pair_positives` when present);
         ``step`` and ``generator`` are unused (nothing is scheduled or drawn)."""
         from maskmm.training.recipe import StepOutput
 
@@ -127,7 +128,9 @@ class CLIP(nn.Module):
         check_pair_batch(images, ids, valid, image_ids, generator, itm=False)
         _, img_feat = self.encode_image(images)
         _, txt_feat = self.encode_text(ids, valid)
-        out = image_text_contrastive_loss(img_feat, txt_feat, self.temperature, image_ids=image_ids)
+        out = image_text_contrastive_loss(
+            img_feat, txt_feat, self.temperature, image_ids=image_ids, positives=batch_pair_positives(batch)
+        )
         step_losses = StepLosses()
         step_losses.add("itc", out)
         stats = step_losses.stats

@@ -77,7 +77,7 @@ from maskmm.nn import FusionOutput
 from maskmm.targets import TopKLayerTargets
 from maskmm.teachers import EMATeacher
 
-from .._common import PartsContainer, StepLosses, check_pair_batch, check_required_parts
+from .._common import PartsContainer, StepLosses, batch_pair_positives, check_pair_batch, check_required_parts
 
 __all__ = ["LOSS_NAMES", "MAMO", "MAMOOutput", "MAMOSettings", "MAMOStudent"]
 
@@ -402,6 +402,7 @@ class MAMO(nn.Module):
             batch["input_ids"],
             batch["text_valid"],
             batch.get("image_ids"),
+            positives=batch_pair_positives(batch),
             alpha=sch.alpha(step),
             itm_hardness=hardness,
             active_losses=active,
@@ -424,6 +425,7 @@ class MAMO(nn.Module):
         text_valid: Tensor,
         image_ids: Tensor | None = None,
         *,
+        positives: Tensor | None = None,
         alpha: float = 0.4,
         itm_hardness: float = 1.0,
         active_losses: Collection[str] | None = None,
@@ -437,6 +439,9 @@ class MAMO(nn.Module):
             text_valid: ``bool [B, L]``, ``True`` = real token (attention key validity).
             image_ids: ``long [B]`` image ids: pairs sharing an id are positives of each other in
                 ITC and never hard negatives in ITM. ``None`` = every pair distinct.
+            positives: ``bool [W * B, W * B]`` over the global batch, ``[i, j]`` = caption ``j`` is
+                true of image ``i`` (:func:`maskmm.losses.batch_positives`): an ITC positive, never an
+                ITM negative. ``None``: only the own pair (and ``image_ids``).
             alpha: distillation weight of ITC soft targets (and MLM distillation), in ``[0, 1]``.
             itm_hardness: in ``[0, 1]``, how much the ITM negatives follow the ITC similarities
                 rather than a uniform draw (see :func:`maskmm.losses.sample_hard_negatives`).
@@ -457,13 +462,13 @@ class MAMO(nn.Module):
             img, txt = st.vision(images).last_hidden, st.text(input_ids, valid).last_hidden
             feats = itc.features(img, txt, valid) if itc is not None else None
             if itc is not None:
-                out = itc(img, txt, valid, **teacher(itc), image_ids=ids, alpha=alpha, features=feats)
+                kw = {"image_ids": ids, "positives": positives, "alpha": alpha, "features": feats}
+                out = itc(img, txt, valid, **teacher(itc), **kw)
                 step.add("itc", out)
             if itm is not None:  # negatives drawn from the ITC similarities (uniformly without ITC)
                 sim = itc.similarity(*feats) if itc is not None else None
-                out = itm(
-                    img, txt, valid, similarity=sim, image_ids=ids, generator=generator, hardness=itm_hardness
-                )
+                kw = {"image_ids": ids, "positives": positives, "generator": generator}
+                out = itm(img, txt, valid, similarity=sim, hardness=itm_hardness, **kw)
                 step.add("itm", out)
         if mlm is not None or mrm is not None or mim is not None:
             v = self._masked_view(images, input_ids, valid, generator)

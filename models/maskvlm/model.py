@@ -51,7 +51,14 @@ from maskmm.masking import PixelBlockMasker, TokenMasker, apply_pixel_mask, pixe
 from maskmm.nn import CrossAttentionFusion, MergedFusion
 from maskmm.targets import pixel_targets, unpatchify
 
-from .._common import StepLosses, check_pair_batch, check_required_parts, itc_similarity, itm_step
+from .._common import (
+    StepLosses,
+    batch_pair_positives,
+    check_pair_batch,
+    check_required_parts,
+    itc_similarity,
+    itm_step,
+)
 from .config import LOSS_NAMES
 
 __all__ = ["MaskVLM", "MaskVLMOutput", "MaskVLMSchedule", "MaskVLMSettings"]
@@ -260,6 +267,7 @@ class MaskVLM(nn.Module):
             batch["input_ids"],
             batch["text_valid"],
             batch.get("image_ids"),
+            positives=batch_pair_positives(batch),
             itm_hardness=hardness,
             active_losses=active,
             generator=generator,
@@ -281,6 +289,7 @@ class MaskVLM(nn.Module):
         text_valid: Tensor,
         image_ids: Tensor | None = None,
         *,
+        positives: Tensor | None = None,
         itm_hardness: float = 1.0,
         active_losses: Collection[str] | None = None,
         generator: torch.Generator | None = None,
@@ -292,6 +301,9 @@ class MaskVLM(nn.Module):
             input_ids: long ``[B, L]`` token ids (CLS first).
             text_valid: bool ``[B, L]``, ``True`` = real token.
             image_ids: long ``[B]``: pairs sharing an id are ITC positives and never ITM negatives.
+            positives: ``bool [W * B, W * B]`` over the global batch, ``[i, j]`` = caption ``j`` is
+                true of image ``i`` (:func:`maskmm.losses.batch_positives`): an ITC positive, never an
+                ITM negative. ``None``: only the own pair (and ``image_ids``).
             itm_hardness: in ``[0, 1]``, how much the ITM negatives follow the ITC similarities
                 rather than a uniform draw (:func:`maskmm.losses.sample_hard_negatives`).
             active_losses: the enabled losses to compute at this step (default: all of them).
@@ -329,7 +341,7 @@ class MaskVLM(nn.Module):
         if on("itc"):
             img_feat = self.vision_proj(self.pool_image(img))
             txt_feat = self.text_proj(self.pool_text(txt, text_valid))
-            step.add("itc", self.itc_loss(img_feat, txt_feat, image_ids=image_ids))
+            step.add("itc", self.itc_loss(img_feat, txt_feat, image_ids=image_ids, positives=positives))
         if on("itm"):
             if img_feat is not None:
                 sim_i2t = itc_similarity(
@@ -343,6 +355,7 @@ class MaskVLM(nn.Module):
                 fusion=self.fusion,
                 head=self.itm_head,
                 image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
+                positives=positives,
                 generator=generator,
                 hardness=itm_hardness,
                 rows=rows,

@@ -58,6 +58,7 @@ from maskmm.teachers import EMATeacher
 from .._common import (
     PartsContainer,
     StepLosses,
+    batch_pair_positives,
     check_pair_batch,
     check_required_parts,
     itc_similarity,
@@ -340,6 +341,7 @@ class SemMIM(nn.Module):
             batch["input_ids"],
             batch["text_valid"],
             batch.get("image_ids"),
+            positives=batch_pair_positives(batch),
             alpha=sch.alpha(step),
             itm_hardness=hardness,
             active_losses=active,
@@ -362,6 +364,7 @@ class SemMIM(nn.Module):
         text_valid: Tensor,
         image_ids: Tensor | None = None,
         *,
+        positives: Tensor | None = None,
         alpha: float = 0.4,
         itm_hardness: float = 1.0,
         active_losses: Collection[str] | None = None,
@@ -373,6 +376,9 @@ class SemMIM(nn.Module):
             images: float ``[B, C, H, W]``; input_ids: long ``[B, L]`` (CLS first);
             text_valid: bool ``[B, L]``, ``True`` = real token.
             image_ids: long ``[B]``: pairs sharing an id are ITC positives and never ITM negatives.
+            positives: ``bool [W * B, W * B]`` over the global batch, ``[i, j]`` = caption ``j`` is
+                true of image ``i`` (:func:`maskmm.losses.batch_positives`): an ITC positive, never an
+                ITM negative. ``None``: only the own pair (and ``image_ids``).
             alpha: ITC soft-target weight in ``[0, 1]`` (used with momentum keys and distillation).
             itm_hardness: in ``[0, 1]``, how much the ITM negatives follow the ITC similarities
                 rather than a uniform draw (:func:`maskmm.losses.sample_hard_negatives`).
@@ -445,10 +451,11 @@ class SemMIM(nn.Module):
                     image_feat_m=img_feat_m,
                     text_feat_m=txt_feat_m,
                     image_ids=image_ids,
+                    positives=positives,
                     alpha=alpha if s.itc_distill else 0.0,
                 )
             else:
-                out = self.itc_loss(img_feat, txt_feat, image_ids=image_ids)
+                out = self.itc_loss(img_feat, txt_feat, image_ids=image_ids, positives=positives)
             step.add("itc", out)
         if on("itm"):
             sim_i2t = None  # without ITC the hard negatives are drawn uniformly
@@ -464,6 +471,7 @@ class SemMIM(nn.Module):
                 fusion=st.fusion,
                 head=st.itm_head,
                 image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
+                positives=positives,
                 generator=generator,
                 hardness=itm_hardness,
                 rows=rows,

@@ -18,8 +18,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from spawn_helpers import free_port, run_ranks
 
+from maskmm.data.facts import encode_facts
 from maskmm.distributed import all_gather_no_grad, all_gather_with_grad, world_info
-from maskmm.losses import ImageTextContrastive, image_text_contrastive_loss
+from maskmm.losses import (
+    ImageTextContrastive,
+    batch_positives,
+    image_text_contrastive_loss,
+    pair_positives,
+)
 
 WORLD = 2
 B_LOCAL = 3
@@ -145,6 +151,33 @@ def _worker(rank: int, port: int) -> None:
             _check(f"module grad temperature step {step}", _mean_over_ranks(itc.temp.grad), r_temp.grad)
         q = itc.queue.image.clone()
         _check("queue identical across ranks", _mean_over_ranks(q), q)
+
+        # 4. positives: fact ids padded to different widths per rank give the single-process mask,
+        #    and ITC with that mask matches the reference on the concatenated batch.
+        facts_img = [{1, 2}, {3}, {1, 4, 5}, {2}, {3, 6}, {1, 2, 7, 8}]
+        facts_cap = [{1}, {3}, {4, 5}, {2}, {6}, {9}]
+        pos = batch_positives(encode_facts(facts_img[sl]), encode_facts(facts_cap[sl]))
+        want = pair_positives(encode_facts(facts_img), encode_facts(facts_cap)) | torch.eye(
+            6, dtype=torch.bool
+        )
+        assert (
+            encode_facts(facts_img[sl]).shape[1]
+            != encode_facts(facts_img[(rank ^ 1) * B_LOCAL :][:B_LOCAL]).shape[1]
+        )
+        assert torch.equal(pos, want) and (want & ~torch.eye(6, dtype=torch.bool)).any()
+        img_all, txt_all, _, _ = _global_batch(2)
+        img = img_all[sl].clone().requires_grad_(True)
+        out = image_text_contrastive_loss(img, txt_all[sl], 0.1, positives=pos)
+        out.loss.backward()
+        r_img = img_all.clone().requires_grad_(True)
+        p = want.double()
+        li = -(p / p.sum(1, keepdim=True) * torch.log_softmax(r_img @ txt_all.t() / 0.1, 1)).sum(1).mean()
+        pt = p.t()
+        lt = -(pt / pt.sum(1, keepdim=True) * torch.log_softmax(txt_all @ r_img.t() / 0.1, 1)).sum(1).mean()
+        ref = (li + lt) / 2
+        ref.backward()
+        _check("positives loss", _mean_over_ranks(out.loss.double()), ref.detach())
+        _check("positives grad image", img.grad / WORLD, r_img.grad[sl])
     finally:
         dist.destroy_process_group()
 

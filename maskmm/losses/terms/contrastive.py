@@ -48,11 +48,12 @@ class ContrastiveTerm(LossTerm):
         distill: momentum distillation (soft targets weighted by ``alpha``); needs ``momentum``.
 
     ``forward(image_states [B, Li, Dv], text_states [B, Lt, Dt], text_valid bool [B, Lt], *,
-    teacher_image=None, teacher_text=None, image_ids=None, alpha=0.0, features=None)``: the
-    contrastive loss of the pooled projections (``features``: :meth:`features` of the same states
-    when the caller has it already). Its stats are the contrastive module's (``i2t_acc``,
-    ``t2i_acc``, ``loss_i2t``, ``loss_t2i``, ``temperature``). In training mode the module's queue
-    takes the keys. Under data parallelism each rank passes its rows (one batch size on every rank).
+    teacher_image=None, teacher_text=None, image_ids=None, positives=None, alpha=0.0, features=None)``:
+    the contrastive loss of the pooled projections (``features``: :meth:`features` of the same states when
+    the caller has it already; ``positives``: ``bool [W * B, W * B]`` captions true of other images of the
+    global batch, :func:`maskmm.losses.batch_positives`). Its stats are the contrastive module's
+    (``i2t_acc``, ``t2i_acc``, ``loss_i2t``, ``loss_t2i``, ``temperature``). In training mode the module's
+    queue takes the keys. Under data parallelism each rank passes its rows (one batch size on every rank).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class ContrastiveTerm(LossTerm):
         teacher_image: Tensor | None = None,
         teacher_text: Tensor | None = None,
         image_ids: Tensor | None = None,
+        positives: Tensor | None = None,
         alpha: float = 0.0,
         features: tuple[Tensor, Tensor] | None = None,
     ) -> LossOutput:
@@ -118,7 +120,7 @@ class ContrastiveTerm(LossTerm):
             features if features is not None else self.features(image_states, text_states, text_valid)
         )
         if self.momentum is None:
-            return self.contrastive(image_feat, text_feat, image_ids=image_ids)
+            return self.contrastive(image_feat, text_feat, image_ids=image_ids, positives=positives)
         if teacher_image is None or teacher_text is None:
             raise ValueError("momentum keys need the teacher states teacher_image and teacher_text")
         with torch.no_grad():
@@ -130,6 +132,7 @@ class ContrastiveTerm(LossTerm):
             image_feat_m=image_feat_m,
             text_feat_m=text_feat_m,
             image_ids=image_ids,
+            positives=positives,
             alpha=float(alpha) if self.distill else 0.0,
         )
 

@@ -43,16 +43,18 @@ class MatchingTerm(LossTerm):
         head: matching head ``[N, D] -> [N, 2]`` (index 1 = match).
 
     ``forward(image_states [b, Li, Dv], text_states [b, Lt, Dt], text_valid bool [b, Lt], *,
-    similarity=None, image_ids=None, generator=None, hardness=1.0, image_valid=None)``: this rank's
-    rows. The states are gathered over the ``W`` ranks with gradient (text validity and ids without),
-    one hard negative text per image and one hard negative image per text are drawn for all ``W * b``
-    rows from ``similarity`` (``[W * b, W * b]`` image-to-text similarities of the global batch, e.g.
-    :meth:`ContrastiveTerm.similarity`; ``None``: uniformly among the valid negatives), mixed with
-    uniform draws by ``hardness``, and this rank's ``3b`` pairs are fused and scored (negatives may
-    come from any rank). Every rank must pass the same batch size ``b``, captions of one length
-    (:func:`maskmm.distributed.pad_to_common_length`) and a ``generator`` in the same state: the draws
-    are those of one process on the global batch. The loss is this rank's share of the mean over all
-    scored pairs (:func:`maskmm.distributed.rescale_to_global_mean`; the mean itself in one process).
+    similarity=None, image_ids=None, generator=None, hardness=1.0, image_valid=None, positives=None)``:
+    this rank's rows. The states are gathered over the ``W`` ranks with gradient (text validity and ids
+    without), one hard negative text per image and one hard negative image per text are drawn for all ``W
+    * b`` rows from ``similarity`` (``[W * b, W * b]`` image-to-text similarities of the global batch,
+    e.g. :meth:`ContrastiveTerm.similarity`; ``None``: uniformly among the valid negatives), mixed with
+    uniform draws by ``hardness``, and this rank's ``3b`` pairs are fused and scored (negatives may come
+    from any rank). Every rank must pass the same batch size ``b``, captions of one length
+    (:func:`maskmm.distributed.pad_to_common_length`) and a ``generator`` in the same state: the draws are
+    those of one process on the global batch. ``positives`` (``bool [W * b, W * b]``, the same on every
+    rank, :func:`maskmm.losses.batch_positives`): texts true of other images of the global batch, never
+    drawn as their negatives. The loss is this rank's share of the mean over all scored pairs
+    (:func:`maskmm.distributed.rescale_to_global_mean`; the mean itself in one process).
     Stats: ``accuracy``, ``pos_acc``, ``neg_acc`` of this rank's pairs.
     """
 
@@ -75,6 +77,7 @@ class MatchingTerm(LossTerm):
         generator: torch.Generator | None = None,
         hardness: float = 1.0,
         image_valid: Tensor | None = None,
+        positives: Tensor | None = None,
     ) -> LossOutput:
         rank, _ = world_info()
         b = image_states.shape[0]
@@ -90,6 +93,7 @@ class MatchingTerm(LossTerm):
             generator=generator,
             hardness=hardness,
             rows=(rank * b, (rank + 1) * b),
+            positives=positives,
         )
         n_local, n_total = out.stats.pop("num_scored"), out.stats.pop("num_scored_total")
         return share_of_global_mean(out, n_local, n_total)
