@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from maskmm.distributed import world_info
-from maskmm.losses import ImageTextContrastive, pixel_reconstruction_loss
+from maskmm.losses import ImageTextContrastive, batch_positives, pixel_reconstruction_loss
 from maskmm.masking import PatchMasking, random_patch_masking
 from maskmm.nn import PredictionDecoder, ProjectionHead
 from maskmm.nn.encoders_config import EncodersConfig, build_encoders
@@ -79,8 +79,10 @@ class FLIP(nn.Module):
         pm = random_patch_masking(b * world, n, self.ratio, device=images.device, generator=generator)
         pm = PatchMasking(*(t[rank * b : (rank + 1) * b] for t in pm))  # mask [B, N]: True = dropped
         kept = self.vision(images, masking=pm, mask_mode="drop").last_hidden  # [B, 1 + N_keep, D]
-        _, txt_feat = self.encode_text(batch["input_ids"], batch["text_valid"])
-        itc = self.itc(self.vision_proj(kept[:, 0]), txt_feat, image_ids=batch.get("image_ids"))
+        _, txt = self.encode_text(batch["input_ids"], batch["text_valid"])
+        facts = [batch[k] for k in ("image_facts", "caption_facts") if k in batch]  # see docs/itm.md
+        pos = batch_positives(*facts) if facts else None  # captions true of other images: positives
+        itc = self.itc(self.vision_proj(kept[:, 0]), txt, image_ids=batch.get("image_ids"), positives=pos)
         full = self.vision.insert_mask_tokens(kept, pm)  # [B, 1 + N, D], mask token where dropped
         pred = self.decoder(full[:, 1:])  # [B, N, p*p*3]
         pix = pixel_reconstruction_loss(pred.float(), pixel_targets(images, self.patch), pm.mask, kind="mse")

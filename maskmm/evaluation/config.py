@@ -20,11 +20,16 @@ class EvalConfig:
     ``rerank_k`` as ALBEF's ``k_test``: 256 for COCO 5k, 128 for Flickr 1k); ``finegrained_files``:
     distractor files (see :mod:`maskmm.evaluation.files`); image paths are relative to
     ``image_root`` (empty: ``data.image_root``). A run trained on ``data.kind: json`` is evaluated on
-    its test files only: the built-in splits would score other data."""
+    its test files only: the built-in splits would score other data.
+
+    ``rerank_itc_weight``: the re-ranked score of a pair is its ITM match probability (``0``, ALBEF),
+    or its ITM log-odds plus this weight times its ITC cosine similarity (``1 / temperature`` makes
+    both logits; :func:`maskmm.evaluation.itm_itc_score`)."""
 
     splits: list[str] = field(default_factory=lambda: ["val", "heldout"])
     num_candidates: int = 1000
     rerank_k: int = 16
+    rerank_itc_weight: float = 0.0
     batch_size: int = 128
     finegrained_samples: int = 200
     grounding_samples: int = 100
@@ -49,3 +54,7 @@ class EvalConfig:
             v = getattr(self, name)
             if v < 0 or (v == 0 and not zero_ok):
                 raise ValueError(f"config field '{p}{name}' must be {'>= 0' if zero_ok else '> 0'}, got {v}")
+        if self.rerank_itc_weight < 0:
+            raise ValueError(
+                f"config field '{p}rerank_itc_weight' must be >= 0, got {self.rerank_itc_weight}"
+            )

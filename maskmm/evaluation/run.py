@@ -29,7 +29,7 @@ from .builtin import EvalSet, eval_dataset, retrieval_set
 from .files import load_finegrained_file, load_retrieval_file
 from .finegrained import distractor_accuracy
 from .grounding import box_patch_mask, grad_cam, grounding_scores
-from .rerank import rerank_topk
+from .rerank import itm_itc_score, rerank_topk
 from .retrieval import retrieval_recall
 
 __all__ = [
@@ -120,12 +120,15 @@ def evaluate_retrieval(
     for name, value in retrieval_recall(sim, ids, tids).items():
         out[f"strict_itc_{name}"] = value
     if itm and model.has_itm and k > 0:
+        w = cfg.eval.rerank_itc_weight
 
         def i2t(qi: Tensor, ci: Tensor) -> Tensor:
-            return itm_match_prob(model, img_states[qi], txt_states[ci], txt_valid[ci])
+            logits = model.itm_logits(img_states[qi], txt_states[ci], txt_valid[ci])
+            return itm_itc_score(logits, sim[qi, ci], w)
 
         def t2i(qi: Tensor, ci: Tensor) -> Tensor:
-            return itm_match_prob(model, img_states[ci], txt_states[qi], txt_valid[qi])
+            logits = model.itm_logits(img_states[ci], txt_states[qi], txt_valid[qi])
+            return itm_itc_score(logits, sim[ci, qi], w)
 
         tr = rerank_topk(sim, k, i2t, chunk_size=bs)
         ir = rerank_topk(sim.t().contiguous(), k, t2i, chunk_size=bs)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from maskmm._checks import check_floating
+from maskmm.evaluation.rerank import itm_itc_score, rerank_topk
 from maskmm.evaluation.run import encode_images, encode_texts, itm_match_prob
 
 from .checkpoint import latest_checkpoint, load_checkpoint
@@ -145,19 +146,23 @@ class Inference:
     def rank(self, image: Tensor, texts: list[str], *, k: int | None = None) -> tuple[Tensor, Tensor]:
         """Rank ``texts`` for one ``image [3, H, W]``: ITC, then ITM re-ranking of the top ``k``.
 
-        Returns ``(order long [T], scores fp32 [T])``: candidate indices best first and their scores
-        (ITM probabilities for the re-ranked top ``k``, ITC similarities minus 2 after them).
+        Returns ``(order long [T], scores fp32 [T])``: candidate indices best first and their scores:
+        for the re-ranked top ``k`` the score of ``eval.rerank_itc_weight`` (the ITM match
+        probability, or ITM log-odds plus the weighted ITC similarity; see
+        :func:`maskmm.evaluation.itm_itc_score`), after them the ITC order, below all of those.
         """
         check_floating("image", image, ndim=3)
         img = self.encode_images(image[None])
         txt = self.encode_texts(texts)
-        sim = self.itc_scores(img, txt)[0]
+        sim = self.itc_scores(img, txt)
         k = self.cfg.eval.rerank_k if k is None else k
         k = min(k, len(texts)) if self.model.has_itm else 0
-        scores = sim - 2.0  # cosine in [-1, 1] -> below any probability
-        if k > 0:
-            top = sim.topk(k).indices
-            sub = Encoded(txt.states[top], txt.valid[top], txt.feat[top])
-            scores[top] = self.itm_scores(img, sub)
+        w = self.cfg.eval.rerank_itc_weight
+
+        def score(_: Tensor, ci: Tensor) -> Tensor:
+            states = img.states.expand(ci.shape[0], -1, -1)
+            return itm_itc_score(self.model.itm_logits(states, txt.states[ci], txt.valid[ci]), sim[0, ci], w)
+
+        scores = rerank_topk(sim, k, score)[0]
         order = scores.argsort(descending=True)
         return order, scores[order]

@@ -34,6 +34,7 @@ def build_settings(cfg: MAMOConfig) -> MAMOSettings:
         itc_distill=cfg.itc.distill,
         itc_momentum_keys=cfg.itc.momentum_keys,
         itc_pool=cfg.itc.pool,
+        itm_input=L.itm_input,
     )
 
 

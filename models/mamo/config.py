@@ -74,6 +74,8 @@ class LossesConfig:
     mim_kind: Literal["smooth_l1", "mse", "cosine"] = "smooth_l1"
     mim_target_norm: bool = True
     mim_scale_by_dim: bool = True
+    # ITM: the matching head reads the fused text CLS (ALBEF) or the mean of the fused states
+    itm_input: Literal["cls", "mean"] = "cls"
     # MLM (explicit target) with optional distillation from the teacher.
     mlm_distill: bool = False
     # steps at which ITM and the masked view (MLM, MRM, MIM) join the objective

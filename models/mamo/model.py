@@ -70,6 +70,7 @@ from maskmm.losses.terms import (
     LossTerm,
     MaskedTokenTerm,
     MatchingTerm,
+    fused_text_cls,
     pool_states,
 )
 from maskmm.masking import PatchMasking, TokenMasker, TokenMasking, random_patch_masking
@@ -107,6 +108,8 @@ class MAMOSettings:
         itc_momentum_keys: ITC keys are the teacher's features of the global batch (ALBEF);
             ``False``: the online features (gathered with gradient), no distillation.
         itc_pool: ITC feature from the CLS state (ALBEF) or the mean of the other valid states.
+        itm_input: the matching head reads the fused text CLS (ALBEF) or the mean of the fused
+            states (:func:`~maskmm.losses.terms.fused_text_cls`).
     """
 
     losses: tuple[str, ...] = LOSS_NAMES
@@ -126,6 +129,7 @@ class MAMOSettings:
     itc_distill: bool = True
     itc_momentum_keys: bool = True
     itc_pool: Literal["cls", "mean"] = "cls"
+    itm_input: Literal["cls", "mean"] = "cls"
 
     def __post_init__(self) -> None:
         unknown = set(self.losses) - set(LOSS_NAMES)
@@ -308,7 +312,7 @@ class MAMO(nn.Module):
                 momentum=(t.vision_proj, t.text_proj) if s.itc_momentum_keys else None,
                 distill=s.itc_distill and s.itc_momentum_keys,
             ),
-            "itm": lambda: MatchingTerm(st.fusion, st.itm_head),
+            "itm": lambda: MatchingTerm(st.fusion, st.itm_head, pool=self.settings.itm_input),
             "mlm": lambda: MaskedTokenTerm(st.mlm_head, distill=s.mlm_distill),
             "mrm": lambda: FusionRegressionTerm(
                 st.mrm_head,
@@ -359,8 +363,8 @@ class MAMO(nn.Module):
         """``[B, 2]`` matching logits (index 1 = match) of paired rows."""
         if self.student.itm_head is None:
             raise ValueError("this model was built without an ITM head")
-        fused = self.student.fusion(image_states, None, text_states, text_valid)
-        return self.student.itm_head(fused.text[:, 0])
+        pair = fused_text_cls(self.student.fusion, self.settings.itm_input)
+        return self.student.itm_head(pair(image_states, None, text_states, text_valid))
 
     # ------------------------------------------------------------------ masking
 

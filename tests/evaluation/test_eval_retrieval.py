@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskmm.evaluation import rerank_topk, retrieval_ranks, retrieval_recall
+from maskmm.evaluation import itm_itc_score, rerank_topk, retrieval_ranks, retrieval_recall
 
 
 def _ref_recall(sim, image_ids, text_ids, ks):
@@ -93,8 +93,10 @@ def test_rerank_topk_against_reference():
         assert order[k:] == sorted(rest, key=lambda j: -sim[row, j].item())
         assert torch.equal(out[row, top], itm[row, top])
     assert torch.equal(rerank_topk(sim, 0, score), sim)
-    added = rerank_topk(sim, c + 5, score, add_sim=True)
-    assert torch.allclose(added, sim + itm)
+    added = rerank_topk(sim, c + 5, score, sim_weight=0.5)
+    assert torch.allclose(added, 0.5 * sim + itm)
+    with pytest.raises(ValueError, match="sim_weight"):
+        rerank_topk(sim, 1, score, sim_weight=-1.0)
     with pytest.raises(ValueError, match="k must"):
         rerank_topk(sim, -1, score)
 
@@ -111,3 +113,17 @@ def test_recall_with_explicit_positives_equals_ids():
         retrieval_recall(sim)
     with pytest.raises(ValueError, match="positives"):
         retrieval_recall(sim, positives=torch.ones(5, 6, dtype=torch.bool))
+
+
+def test_itm_itc_score_is_the_itm_probability_or_log_odds_plus_weighted_itc():
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    sim = torch.rand(6, generator=g, dtype=torch.float64) * 2 - 1
+    p = torch.softmax(logits, -1)[:, 1]
+    torch.testing.assert_close(itm_itc_score(logits, None, 0.0), p.float())
+    got = itm_itc_score(logits, sim, 10.0)
+    torch.testing.assert_close(got, (torch.log(p / (1 - p)) + 10.0 * sim).float(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="itc_sim"):
+        itm_itc_score(logits, None, 1.0)
+    with pytest.raises(ValueError, match="itc_sim"):
+        itm_itc_score(logits, sim[:3], 1.0)

@@ -393,3 +393,33 @@ def test_terms_are_modules_that_own_their_parts():
     assert isinstance(term, LossTerm) and isinstance(term, nn.Module)
     assert [n for n, _ in term.named_parameters()] == ["head.weight", "head.bias"]
     assert "distill=False" in repr(copy.deepcopy(term))
+
+
+def test_matching_pair_state_cls_or_mean_of_the_fused_states():
+    from types import SimpleNamespace
+
+    from maskmm.losses.terms import fused_text_cls
+
+    g = torch.Generator().manual_seed(11)
+    img, txt = torch.randn(3, 4, 5, generator=g), torch.randn(3, 6, 5, generator=g)
+    tv = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    iv = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 1, 0]], dtype=torch.bool)
+
+    def merged(i, i_valid, t, t_valid):  # returns both streams, as merged fusion does
+        return SimpleNamespace(text=t * 2.0, image=i * 3.0)
+
+    def cross(i, i_valid, t, t_valid):  # text stream only
+        return SimpleNamespace(text=t * 2.0, image=None)
+
+    assert torch.equal(fused_text_cls(merged)(img, iv, txt, tv), txt[:, 0] * 2.0)
+    for fusion, with_image in ((merged, True), (cross, False)):
+        got = fused_text_cls(fusion, "mean")(img, iv, txt, tv)
+        for b in range(3):
+            rows = [txt[b, j] * 2.0 for j in range(6) if tv[b, j]]
+            if with_image:
+                rows += [img[b, j] * 3.0 for j in range(4) if iv[b, j]]
+            torch.testing.assert_close(got[b], torch.stack(rows).mean(0))
+    every_image_token = fused_text_cls(merged, "mean")(img, None, txt, tv)
+    torch.testing.assert_close(every_image_token[1], torch.cat([txt[1] * 2.0, img[1] * 3.0]).mean(0))
+    with pytest.raises(ValueError, match="pool"):
+        fused_text_cls(merged, "max")

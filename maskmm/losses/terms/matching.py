@@ -24,14 +24,31 @@ def itc_similarity(image_feat: Tensor, text_feat: Tensor, temperature: Tensor | 
     return image_feat.detach().float() @ text_feat.detach().float().t() / temp
 
 
-def fused_text_cls(fusion: Callable[..., object]) -> PairEncoder:
-    """The :data:`~maskmm.losses.PairEncoder` of an ALBEF-style fusion encoder: its fused text CLS
-    state ``[N, D]`` (the input of the matching head)."""
+def fused_text_cls(fusion: Callable[..., object], pool: str = "cls") -> PairEncoder:
+    """The :data:`~maskmm.losses.PairEncoder` of a fusion encoder: the input ``[N, D]`` of the matching head.
+
+    ``pool="cls"``: the fused text CLS state (ALBEF). ``"mean"``: the mean of the fused states of the
+    valid text tokens and, where the fusion returns image states (merged or co-attention fusion), of
+    the valid image tokens.
+    """
+    if pool not in _ITM_POOLS:
+        raise ValueError(f"pool must be one of {list(_ITM_POOLS)}, got {pool!r}")
 
     def fuse(image: Tensor, image_valid: Tensor | None, text: Tensor, text_valid: Tensor) -> Tensor:
-        return fusion(image, image_valid, text, text_valid).text[:, 0]
+        out = fusion(image, image_valid, text, text_valid)
+        if pool == "cls":
+            return out.text[:, 0]
+        states, valid = out.text, text_valid
+        if out.image is not None:
+            iv = image_valid if image_valid is not None else text_valid.new_ones(out.image.shape[:2])
+            states, valid = torch.cat([out.image, states], 1), torch.cat([iv, valid], 1)
+        w = valid.unsqueeze(-1).to(states.dtype)
+        return (states * w).sum(1) / w.sum(1).clamp(min=1.0)
 
     return fuse
+
+
+_ITM_POOLS = ("cls", "mean")
 
 
 class MatchingTerm(LossTerm):
@@ -41,6 +58,7 @@ class MatchingTerm(LossTerm):
         fusion: fusion encoder ``(image, image_valid, text, text_valid) -> output with .text [N, Lt, D]``;
             the fused text CLS state is the pair's representation (:func:`fused_text_cls`).
         head: matching head ``[N, D] -> [N, 2]`` (index 1 = match).
+        pool: ``"cls"`` (ALBEF) or ``"mean"``: the head's input (see :func:`fused_text_cls`).
 
     ``forward(image_states [b, Li, Dv], text_states [b, Lt, Dt], text_valid bool [b, Lt], *,
     similarity=None, image_ids=None, generator=None, hardness=1.0, image_valid=None, positives=None)``:
@@ -58,13 +76,15 @@ class MatchingTerm(LossTerm):
     Stats: ``accuracy``, ``pos_acc``, ``neg_acc`` of this rank's pairs.
     """
 
-    def __init__(self, fusion: nn.Module, head: nn.Module) -> None:
+    def __init__(self, fusion: nn.Module, head: nn.Module, *, pool: str = "cls") -> None:
         super().__init__()
         for name, part in (("fusion", fusion), ("head", head)):
             if not callable(part):
                 raise TypeError(f"{name} must be a module, got {type(part).__name__}")
         self.fusion = fusion
         self.head = head
+        self.pair_state = fused_text_cls(fusion, pool)  # validates pool
+        self.pool = pool
 
     def forward(
         self,
@@ -87,7 +107,7 @@ class MatchingTerm(LossTerm):
             all_gather_with_grad(text_states),
             all_gather_no_grad(text_valid),
             similarity,
-            fuse=fused_text_cls(self.fusion),
+            fuse=self.pair_state,
             head=self.head,
             image_ids=None if image_ids is None else all_gather_no_grad(image_ids),
             generator=generator,
