@@ -5,7 +5,8 @@ overrides), trained by ``maskmm-train`` with the same seed and the same number o
 evaluated by ``maskmm-eval`` on the built-in held-out and val splits, once per ITM re-rank score
 (``eval.rerank_itc_weight``: 0 = the ITM probability alone, as ALBEF; ``w > 0`` = ITM log-odds plus
 ``w`` times the ITC cosine). Runs go to ``--runs-dir/<variant>``; a variant whose folder already holds
-``model.pt`` is evaluated, not trained again (so a cut-short invocation resumes where it stopped); the
+``model.pt`` is not trained again, and an evaluation whose ``eval-w<weight>.json`` is there is not run
+again (so a cut-short invocation resumes where it stopped); the
 JSON keeps each run's ``config.yaml``, so what a reused run trained with is on record.
 
 Writes ``itm-diagnosis-<device>.json`` (environment, every variant: overrides, training seconds,
@@ -47,6 +48,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cross_no_facts": (
         "cross fusion, true captions stay negatives", ["model.fusion=cross", "data.pair_facts=false"]
     ),
+    "cross_exclude": (
+        "cross fusion, true captions out of the ITC softmax", ["model.fusion=cross", "itc.false_negatives=exclude"]
+    ),
+    "exclude": ("true captions out of the ITC softmax (not ITC positives)", ["itc.false_negatives=exclude"]),
     "hard_from_0": ("hard ITM negatives from the first step", ["itm.easy_steps=0", "itm.ramp_steps=0"]),
     "fusion_depth_4": ("4 fusion layers instead of 2", ["model.fusion_depth=4"]),
     "itm_mean": ("ITM head on the mean of the fused states (not the text CLS)", ["losses.itm_input=mean"]),
@@ -154,7 +159,8 @@ def evaluate_all(args: argparse.Namespace, runs: Path) -> dict[str, Any]:
         entry["config_yaml"] = (runs / name / "config.yaml").read_text()  # what the run really used
         for w in args.weight_values:
             path = runs / name / f"eval-w{w:g}.json"
-            subprocess.run(_eval_cmd(args, runs / name, w, path), check=True, stdout=subprocess.DEVNULL)
+            if not path.exists():  # evaluated before: kept (delete the file to evaluate again)
+                subprocess.run(_eval_cmd(args, runs / name, w, path), check=True, stdout=subprocess.DEVNULL)
             entry["by_weight"][f"{w:g}"] = json.loads(path.read_text())
         results[name] = entry
     return results

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from maskmm._ramp import linear_ramp
+from maskmm.losses.contrastive import ImageTextContrastive
 
 __all__ = ["ITCConfig", "ITMConfig"]
 
@@ -31,7 +32,10 @@ class ITCConfig:
     trained from scratch (ITC at chance), so keep it 0 there (as MoCo without momentum).
     ``learnable_temperature``: ALBEF learns it (clamped to [0.001, 0.5]); with a high learning
     rate from scratch it can run to the lower clamp, so small runs may keep it fixed.
-    ``alpha`` ramps linearly from 0 over ``alpha_warmup_steps`` (ALBEF: the first epoch)."""
+    ``alpha`` ramps linearly from 0 over ``alpha_warmup_steps`` (ALBEF: the first epoch).
+    ``false_negatives``: captions the batch's facts mark as true of another image of the batch are
+    ``"positive"`` keys of that image (multi-positive targets) or are left out of its softmax
+    (``"exclude"``); see :func:`maskmm.losses.image_text_contrastive_loss` and docs/itm.md."""
 
     momentum_keys: bool = True
     pool: Literal["cls", "mean"] = "cls"
@@ -41,6 +45,7 @@ class ITCConfig:
     alpha: float = 0.4
     alpha_warmup_steps: int = 0
     distill: bool = True
+    false_negatives: Literal["positive", "exclude"] = "positive"
 
     def check(self, p: str = "itc.") -> None:
         _nonneg(f"{p}queue_size", self.queue_size)
@@ -54,6 +59,16 @@ class ITCConfig:
     def alpha_at(self, step: int) -> float:
         """Distillation weight at the 0-based ``step``."""
         return linear_ramp(step, self.alpha_warmup_steps, self.alpha)
+
+    def build(self, embed_dim: int) -> ImageTextContrastive:
+        """The loss module: queue, temperature (learnable or fixed) and false-negative handling."""
+        return ImageTextContrastive(
+            embed_dim,
+            self.queue_size,
+            self.temperature,
+            learnable_temperature=self.learnable_temperature,
+            false_negatives=self.false_negatives,
+        )
 
 
 @dataclass

@@ -61,7 +61,7 @@ def contrastive_targets(
 
 
 def _soft_ce(sim: Tensor, targets: Tensor, key_valid: Tensor | None) -> Tensor:
-    """Per-row ``-sum_k targets * log_softmax(sim)`` over valid keys."""
+    """Per-row ``-sum_k targets * log_softmax(sim)`` over valid keys (``key_valid [K]`` or ``[b, K]``)."""
     if key_valid is None:
         return -(targets * F.log_softmax(sim, dim=1)).sum(1)
     logp = F.log_softmax(sim.masked_fill(~key_valid, float("-inf")), dim=1)
@@ -81,6 +81,7 @@ def image_text_contrastive_loss(
     *,
     image_ids: Tensor | None = None,
     positives: Tensor | None = None,
+    false_negatives: str = "positive",
     image_feat_m: Tensor | None = None,
     text_feat_m: Tensor | None = None,
     alpha: float = 0.0,
@@ -120,6 +121,9 @@ def image_text_contrastive_loss(
             ``gather``), the same on every rank: ``[i, j]`` = caption ``j`` is true of image ``i``
             (:func:`maskmm.losses.batch_positives`). Image query ``i`` reads row ``i``, text query
             ``j`` column ``j``; queue keys are matched by ``image_ids`` only.
+        false_negatives: what the keys ``positives`` marks (other than the own pair) are:
+            ``"positive"``: positives of the query (multi-positive targets); ``"exclude"``: left out
+            of the query's softmax (neither a positive nor a negative; no gradient through them).
         image_feat_m, text_feat_m: ``[b, E]`` momentum features of one dtype (both or neither).
         alpha: soft-target weight in ``[0, 1]``; ``> 0`` needs momentum features.
         image_queue, text_queue: ``[Q, E]`` queued features (both or neither).
@@ -151,6 +155,9 @@ def image_text_contrastive_loss(
         check_tensor("image_ids", image_ids, shape=(b,), dtype=torch.long)
     rank, world = world_info(group) if gather else (0, 1)
     check_positives(positives, world * b, image_feat.device)
+    if false_negatives not in ("positive", "exclude"):
+        raise ValueError(f"false_negatives must be 'positive' or 'exclude', got {false_negatives!r}")
+    exclude = positives is not None and false_negatives == "exclude"
     if (image_queue is None) != (text_queue is None):
         raise ValueError("image_queue and text_queue must be given together (or both None)")
     q = 0
@@ -212,6 +219,7 @@ def image_text_contrastive_loss(
             if q:
                 key_ids = torch.cat([key_ids, id_queue])
         local = slice(rank * b, (rank + 1) * b)
+        row_pos = (None, None) if positives is None else (positives[local], positives[:, local].t())
         hard_i2t, hard_t2i = (
             contrastive_targets(
                 b,
@@ -220,31 +228,37 @@ def image_text_contrastive_loss(
                 query_ids=image_ids,
                 key_ids=key_ids,
                 key_valid=key_valid,
-                positives=p,
+                positives=None if exclude else p,
                 device=image_feat.device,
                 dtype=acc,
             )
-            for p in ((None, None) if positives is None else (positives[local], positives[:, local].t()))
+            for p in row_pos
         )
+        kv_i2t = kv_t2i = key_valid
+        if exclude:  # per-row key validity: marked keys that are not positives leave the softmax
+            kv_i2t, kv_t2i = (
+                ~(F.pad(p, (0, q)) & (h == 0)) & (True if key_valid is None else key_valid)
+                for p, h in zip(row_pos, (hard_i2t, hard_t2i))
+            )
         t_i2t, t_t2i = hard_i2t, hard_t2i
         if alpha > 0.0:
             t_det = temp.detach()
             sim_i2t_m = image_feat_m.to(acc) @ txt_keys.t() / t_det
             sim_t2i_m = text_feat_m.to(acc) @ img_keys.t() / t_det
-            t_i2t = alpha * _masked_softmax(sim_i2t_m, key_valid) + (1.0 - alpha) * hard_i2t
-            t_t2i = alpha * _masked_softmax(sim_t2i_m, key_valid) + (1.0 - alpha) * hard_t2i
+            t_i2t = alpha * _masked_softmax(sim_i2t_m, kv_i2t) + (1.0 - alpha) * hard_i2t
+            t_t2i = alpha * _masked_softmax(sim_t2i_m, kv_t2i) + (1.0 - alpha) * hard_t2i
 
     sim_i2t = image_feat.to(acc) @ txt_keys.t() / temp
     sim_t2i = text_feat.to(acc) @ img_keys.t() / temp
     denom = float(max(b, 1))
-    loss_i2t = _soft_ce(sim_i2t, t_i2t, key_valid).sum() / denom
-    loss_t2i = _soft_ce(sim_t2i, t_t2i, key_valid).sum() / denom
+    loss_i2t = _soft_ce(sim_i2t, t_i2t, kv_i2t).sum() / denom
+    loss_t2i = _soft_ce(sim_t2i, t_t2i, kv_t2i).sum() / denom
     loss = 0.5 * (loss_i2t + loss_t2i)
 
     with torch.no_grad():
         if b > 0:
-            m_i2t = sim_i2t if key_valid is None else sim_i2t.masked_fill(~key_valid, float("-inf"))
-            m_t2i = sim_t2i if key_valid is None else sim_t2i.masked_fill(~key_valid, float("-inf"))
+            m_i2t = sim_i2t if kv_i2t is None else sim_i2t.masked_fill(~kv_i2t, float("-inf"))
+            m_t2i = sim_t2i if kv_t2i is None else sim_t2i.masked_fill(~kv_t2i, float("-inf"))
             acc_i2t = (hard_i2t.gather(1, m_i2t.argmax(1, keepdim=True)) > 0).float().mean()
             acc_t2i = (hard_t2i.gather(1, m_t2i.argmax(1, keepdim=True)) > 0).float().mean()
         else:
@@ -270,6 +284,8 @@ class ImageTextContrastive(nn.Module):
         temperature_bounds: the temperature is clamped in place to this range at the
             start of every forward (ALBEF: ``[0.001, 0.5]``).
         learnable_temperature: a parameter (``True``) or a fixed buffer.
+        false_negatives: ``"positive"`` or ``"exclude"``: what the keys a ``positives`` mask marks
+            are (see :func:`image_text_contrastive_loss`).
         normalize: L2-normalise all features inside the loss.
         gather: gather keys across ranks when distributed.
 
@@ -288,6 +304,7 @@ class ImageTextContrastive(nn.Module):
         *,
         temperature_bounds: tuple[float, float] = (0.001, 0.5),
         learnable_temperature: bool = True,
+        false_negatives: str = "positive",
         normalize: bool = True,
         gather: bool = True,
     ) -> None:
@@ -304,6 +321,9 @@ class ImageTextContrastive(nn.Module):
         if not (lo <= temperature <= hi):
             raise ValueError(f"temperature must lie in {temperature_bounds}, got {temperature}")
         check_bool("learnable_temperature", learnable_temperature)
+        if false_negatives not in ("positive", "exclude"):
+            raise ValueError(f"false_negatives must be 'positive' or 'exclude', got {false_negatives!r}")
+        self.false_negatives = false_negatives
         self.temperature_bounds = (lo, hi)
         self.normalize = check_bool("normalize", normalize)
         self.gather = check_bool("gather", gather)
@@ -342,6 +362,7 @@ class ImageTextContrastive(nn.Module):
             self.temp,
             image_ids=image_ids,
             positives=positives,
+            false_negatives=self.false_negatives,
             image_feat_m=image_feat_m,
             text_feat_m=text_feat_m,
             alpha=alpha,
@@ -363,4 +384,7 @@ class ImageTextContrastive(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, temperature_bounds={self.temperature_bounds}"
+        return (
+            f"embed_dim={self.embed_dim}, temperature_bounds={self.temperature_bounds}, "
+            f"false_negatives={self.false_negatives!r}"
+        )

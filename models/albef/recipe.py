@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maskmm.losses import ImageTextContrastive
 from maskmm.nn import MatchingHead, ProjectionHead, build_mlm_head
 from maskmm.nn.encoders_config import build_encoders
 from maskmm.training.recipe import Recipe, TokenizerIds
@@ -38,13 +37,7 @@ def build(cfg: ALBEFConfig, ids: TokenizerIds) -> ALBEF:
         mlm_head=build_mlm_head(text, tie=True) if L.mlm else None,
     )
     c = cfg.itc
-    itc = (
-        ImageTextContrastive(
-            m.embed_dim, c.queue_size, c.temperature, learnable_temperature=c.learnable_temperature
-        )
-        if L.itc
-        else None
-    )
+    itc = c.build(m.embed_dim) if L.itc else None
     masker = cfg.text_masking.build(vocab, ids.mask_id, ids.special_ids) if L.mlm else None
     return ALBEF(
         student,

@@ -24,12 +24,15 @@ class ContrastiveConfig:
     parameterised as the log of the logit scale ``log(1 / temperature)``, clamped after every step
     so the logit scale never exceeds ``1 / min_temperature`` (CLIP: 100). ``pool``: the feature
     projected is the CLS state (CLIP's class token; the text CLS of a bidirectional encoder stands in
-    for CLIP's EOT token) or the mean of the valid non-CLS states."""
+    for CLIP's EOT token) or the mean of the valid non-CLS states. ``false_negatives``: captions true of
+    another image of the batch are its ``"positive"`` keys or are left out of its softmax
+    (``"exclude"``), see :func:`maskmm.losses.image_text_contrastive_loss`."""
 
     pool: Literal["cls", "mean"] = "cls"
     temperature: float = 0.07
     learnable_temperature: bool = True
     min_temperature: float = 0.01
+    false_negatives: Literal["positive", "exclude"] = "positive"
 
     def check(self, p: str = "itc.") -> None:
         if not (0.0 < self.min_temperature <= 1.0):

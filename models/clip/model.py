@@ -65,6 +65,7 @@ class CLIP(nn.Module):
         learnable_temperature: bool = True,
         min_temperature: float = 0.01,
         pool: Literal["cls", "mean"] = "cls",
+        false_negatives: Literal["positive", "exclude"] = "positive",
     ) -> None:
         super().__init__()
         if not isinstance(student, CLIPStudent):
@@ -75,8 +76,10 @@ class CLIP(nn.Module):
             )
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if false_negatives not in ("positive", "exclude"):
+            raise ValueError(f"false_negatives must be 'positive' or 'exclude', got {false_negatives!r}")
         self.student = student
-        self.pool = pool
+        self.pool, self.false_negatives = pool, false_negatives
         self.max_logit_scale = math.log(1.0 / min_temperature)
         scale = torch.tensor(math.log(1.0 / temperature))
         if learnable_temperature:
@@ -129,7 +132,12 @@ class CLIP(nn.Module):
         _, img_feat = self.encode_image(images)
         _, txt_feat = self.encode_text(ids, valid)
         out = image_text_contrastive_loss(
-            img_feat, txt_feat, self.temperature, image_ids=image_ids, positives=batch_pair_positives(batch)
+            img_feat,
+            txt_feat,
+            self.temperature,
+            image_ids=image_ids,
+            positives=batch_pair_positives(batch),
+            false_negatives=self.false_negatives,
         )
         step_losses = StepLosses()
         step_losses.add("itc", out)

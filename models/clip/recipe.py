@@ -39,6 +39,7 @@ def build(cfg: CLIPConfig, ids: TokenizerIds) -> CLIP:
         learnable_temperature=c.learnable_temperature,
         min_temperature=c.min_temperature,
         pool=c.pool,
+        false_negatives=c.false_negatives,
     )
 
 

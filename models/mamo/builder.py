@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from maskmm.losses import ImageTextContrastive
 from maskmm.nn import MatchingHead, PredictionDecoder, ProjectionHead, RegressionHead, build_mlm_head
 from maskmm.nn.encoders_config import build_encoders
 
@@ -84,16 +83,7 @@ def build_model(
             else None
         ),
     )
-    itc = (
-        ImageTextContrastive(
-            m.embed_dim,
-            cfg.itc.queue_size,
-            cfg.itc.temperature,
-            learnable_temperature=cfg.itc.learnable_temperature,
-        )
-        if L.itc
-        else None
-    )
+    itc = cfg.itc.build(m.embed_dim) if L.itc else None
     text_masker = (
         cfg.masking.text().build(vocab, mask_token_id, special_ids) if L.mlm or L.mrm or L.mim else None
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from maskmm.losses import ImageTextContrastive
 from maskmm.masking import PixelBlockMasker
 from maskmm.nn import MatchingHead, PredictionDecoder, ProjectionHead, build_mlm_head
 from maskmm.nn.encoders_config import build_encoders
@@ -89,16 +88,7 @@ def build_model(
         fusion=fusion,
         vision_proj=ProjectionHead(m.vision_dim, m.embed_dim) if itc else None,
         text_proj=ProjectionHead(m.text_dim, m.embed_dim) if itc else None,
-        itc_loss=(
-            ImageTextContrastive(
-                m.embed_dim,
-                cfg.itc.queue_size,
-                cfg.itc.temperature,
-                learnable_temperature=cfg.itc.learnable_temperature,
-            )
-            if itc
-            else None
-        ),
+        itc_loss=(cfg.itc.build(m.embed_dim) if itc else None),
         itm_head=MatchingHead(m.text_dim) if "itm" in on else None,
         mlm_head=build_mlm_head(text, tie=True) if "mlm" in on else None,
         pixel_decoder=decoder,

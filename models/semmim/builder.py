@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from maskmm.losses import ImageTextContrastive
 from maskmm.masking import TextGuidedPatchMasker
 from maskmm.nn import MatchingHead, ProjectionHead, RegressionHead, build_mlm_head
 from maskmm.nn.encoders_config import build_encoders
@@ -88,16 +87,7 @@ def build_model(
             if coded
             else None
         ),
-        itc_loss=(
-            ImageTextContrastive(
-                m.embed_dim,
-                cfg.itc.queue_size,
-                cfg.itc.temperature,
-                learnable_temperature=cfg.itc.learnable_temperature,
-            )
-            if "itc" in on
-            else None
-        ),
+        itc_loss=(cfg.itc.build(m.embed_dim) if "itc" in on else None),
         global_targets=targets() if "global_codes" in on else None,
         patch_targets=targets() if "mim" in on else None,
         text_masker=cfg.text_masking.build(vocab, mask_token_id, special_ids) if "mlm" in on else None,

@@ -285,3 +285,43 @@ def test_hard_negative_matching_never_fuses_a_true_caption_as_negative():
     for i_rows, t_rows in seen:
         pairs = [(key_i[float(a)], key_t[float(c)]) for a, c in zip(i_rows[b:], t_rows[b:])]
         assert all(not pos[i, j] and i != j for i, j in pairs)
+
+
+def test_itc_exclude_mode_leaves_marked_keys_out_of_the_softmax():
+    """Reference: each query's softmax runs over its keys minus the marked ones (own pair and
+    id-positives stay); distillation targets are renormalised over the same keys."""
+    g = torch.Generator().manual_seed(6)
+    b, e, q = 6, 4, 2
+    f = [F.normalize(torch.randn(b, e, generator=g, dtype=torch.float64), dim=-1) for _ in range(4)]
+    img, txt, m_img, m_txt = f
+    qi = F.normalize(torch.randn(q, e, generator=g, dtype=torch.float64), dim=-1)
+    qt = F.normalize(torch.randn(q, e, generator=g, dtype=torch.float64), dim=-1)
+    ids, qids = torch.tensor([0, 1, 2, 3, 4, 1]), torch.tensor([2, -1])
+    pos = torch.rand(b, b, generator=g) < 0.3
+    pos[1, 5] = True  # also an id-positive: stays a positive
+    alpha, temp = 0.4, 0.1
+    x = img.clone().requires_grad_(True)
+    out = image_text_contrastive_loss(
+        x, txt, temp, image_ids=ids, positives=pos, false_negatives="exclude", image_feat_m=m_img,
+        text_feat_m=m_txt, alpha=alpha, image_queue=qi, text_queue=qt, id_queue=qids, gather=False,
+    )  # fmt: skip
+    out.loss.backward()
+    r = img.clone().requires_grad_(True)
+    k_img, k_txt, k_ids = torch.cat([m_img, qi]), torch.cat([m_txt, qt]), torch.cat([ids, qids])
+    total = 0.0
+    for query, q_m, keys, marks in ((r, m_img, k_txt, pos), (txt, m_txt, k_img, pos.t())):
+        for i in range(b):
+            hard = (ids[i] == k_ids) & (k_ids >= 0)
+            hard[i] = True
+            keep = ~(F.pad(marks[i], (0, q)) & ~hard)
+            t = hard[keep].double() / hard[keep].sum()
+            t = alpha * torch.softmax(q_m[i] @ keys[keep].t() / temp, 0) + (1 - alpha) * t
+            total = total - (t * torch.log_softmax(query[i] @ keys[keep].t() / temp, 0)).sum() / b
+    ref = total / 2
+    ref.backward()
+    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, r.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="false_negatives"):
+        image_text_contrastive_loss(img, txt, temp, positives=pos, false_negatives="drop")
+    with pytest.raises(ValueError, match="false_negatives"):
+        ImageTextContrastive(4, false_negatives="drop")
