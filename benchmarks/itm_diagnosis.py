@@ -49,7 +49,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "cross fusion, true captions stay negatives", ["model.fusion=cross", "data.pair_facts=false"]
     ),
     "cross_exclude": (
-        "cross fusion, true captions out of the ITC softmax", ["model.fusion=cross", "itc.false_negatives=exclude"]
+        "cross fusion, true captions out of the ITC softmax",
+        ["model.fusion=cross", "itc.false_negatives=exclude"],
     ),
     "exclude": ("true captions out of the ITC softmax (not ITC positives)", ["itc.false_negatives=exclude"]),
     "hard_from_0": ("hard ITM negatives from the first step", ["itm.easy_steps=0", "itm.ramp_steps=0"]),
