@@ -15,7 +15,7 @@ every metric per re-rank weight) and ``itm-diagnosis-<device>.md`` to ``--out``.
 Run::
 
     python benchmarks/itm_diagnosis.py --parallel 2 --runs-dir /tmp/itm-runs      # every variant
-    python benchmarks/itm_diagnosis.py --variants baseline,cross --parallel 2 --runs-dir /tmp/itm-runs
+    python benchmarks/itm_diagnosis.py --variants baseline,merged --parallel 2 --runs-dir /tmp/itm-runs
     python benchmarks/itm_diagnosis.py --variants baseline --set train.steps=20 --weights 0 --quick
 """
 
@@ -44,15 +44,11 @@ from mamo_vs_contrastive import cpu_model, device_string
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "baseline": ("the preset", []),
     "no_facts": ("captions true of other batch images stay negatives", ["data.pair_facts=false"]),
-    "cross": ("ALBEF cross-attention fusion", ["model.fusion=cross"]),
-    "cross_no_facts": (
-        "cross fusion, true captions stay negatives", ["model.fusion=cross", "data.pair_facts=false"]
-    ),
-    "cross_exclude": (
-        "cross fusion, true captions out of the ITC softmax",
-        ["model.fusion=cross", "itc.false_negatives=exclude"],
-    ),
     "exclude": ("true captions out of the ITC softmax (not ITC positives)", ["itc.false_negatives=exclude"]),
+    "merged": ("merged fusion (one stream over image and text tokens)", ["model.fusion=merged"]),
+    "merged_no_facts": (
+        "merged fusion, true captions stay negatives", ["model.fusion=merged", "data.pair_facts=false"]
+    ),
     "hard_from_0": ("hard ITM negatives from the first step", ["itm.easy_steps=0", "itm.ramp_steps=0"]),
     "fusion_depth_4": ("4 fusion layers instead of 2", ["model.fusion_depth=4"]),
     "itm_mean": ("ITM head on the mean of the fused states (not the text CLS)", ["losses.itm_input=mean"]),

@@ -78,8 +78,8 @@ ALL_LOSSES = [
     "data.train_size=16",
 ]
 VARIANTS = {
-    # tiny defaults: merged fusion, dropped patches, online ITC keys (gathered with gradient)
-    "merged": [],
+    # merged fusion, tiny's dropped patches and online ITC keys (gathered with gradient)
+    "merged": ["model.fusion=merged"],
     # ALBEF-style cross fusion (MRM on text only), mask tokens, momentum keys + queue, MLM distillation
     "cross": [
         "model.fusion=cross",

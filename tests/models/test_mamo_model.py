@@ -8,6 +8,7 @@ from maskmm.models.mamo.model import MAMO
 
 VOCAB = 40
 TINY = [
+    "model.fusion=merged",  # the merged fusion unless a test says otherwise (tiny ships cross)
     "model.image_size=16",
     "data.image_size=16",
     "model.patch_size=4",

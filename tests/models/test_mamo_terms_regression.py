@@ -40,6 +40,7 @@ TINY = [
     "model.text_dim=32",
     "model.vision_depth=1",
     "model.text_depth=1",
+    "model.fusion=merged",
     "model.fusion_depth=2",
     "model.vision_heads=2",
     "model.text_heads=2",
