@@ -44,8 +44,11 @@ from mamo_vs_contrastive import cpu_model, device_string
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "baseline": ("the preset", []),
     "no_facts": ("captions true of other batch images stay negatives", ["data.pair_facts=false"]),
-    "exclude": ("true captions out of the ITC softmax (not ITC positives)", ["itc.false_negatives=exclude"]),
+    "positive": ("true captions are ITC positives (shared targets)", ["itc.false_negatives=positive"]),
     "merged": ("merged fusion (one stream over image and text tokens)", ["model.fusion=merged"]),
+    "merged_positive": (
+        "merged fusion, true captions ITC positives", ["model.fusion=merged", "itc.false_negatives=positive"]
+    ),
     "merged_no_facts": (
         "merged fusion, true captions stay negatives", ["model.fusion=merged", "data.pair_facts=false"]
     ),
@@ -64,6 +67,7 @@ SUMMARY = [
     ("position by ITM", "finegrained", ("position",)),
     ("fine-grained ITM mean", "finegrained", ("mean",)),
     ("relation by ITC", "finegrained_itc", ("relation",)),
+    ("grounding pointing", "grounding", ("pointing",)),
 ]
 
 
@@ -168,13 +172,17 @@ def _cell(res: dict[str, Any], split: str, part: str, keys: tuple[str, ...]) -> 
     return " / ".join("–" if v is None else f"{v:.1f}" for v in vals)
 
 
+def _count(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.0f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# ITM diagnosis: {report['recipe']} `{report['config']}`, one change per row",
         "",
         f"Device: {report['device']}; torch {report['torch']}, maskmm {report['maskmm']}; {report['date']}.",
-        f"Command: `{report['command']}`. R@1 over {report.get('candidates', '?')} candidates; "
-        "accuracies in %.",
+        f"Command: `{report['command']}`. R@1 over {_count(report.get('candidates'))} candidates; "
+        "accuracies in %. Every run's config (`config_yaml`) and training seconds are in the JSON.",
         "",
     ]
     for split in report["splits"]:
