@@ -70,7 +70,7 @@ from typing import Any
 import torch
 
 import maskmm
-from maskmm.training import autocast, config_to_dict, get_recipe, seed_everything
+from maskmm.training import TrainingInterrupted, autocast, config_to_dict, get_recipe, seed_everything
 from maskmm.training.cli import add_override_option
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -583,13 +583,24 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         }
         failed = 0
         for run in runs:
-            entry = _one_run(args, report, run)
+            try:
+                entry = _one_run(args, report, run)
+            except TrainingInterrupted as e:
+                kept = "no run finished"
+                if report_has_runs(report):
+                    kept = f"the finished runs are in {args.out}"
+                print(f"[{run.arm}/{run.name}] interrupted by signal {e.signum}: {kept}", file=sys.stderr)
+                return 128 + e.signum
             failed += "error" in entry
             report["runs"][run.arm][run.name] = entry
             json_path, md_path, text = write_results(report, Path(args.out))
     print(text)
     print(f"wrote {json_path} and {md_path}")
     return 1 if failed else 0
+
+
+def report_has_runs(report: dict[str, Any]) -> bool:
+    return any(report["runs"].values())
 
 
 def _one_run(args: argparse.Namespace, report: dict[str, Any], run: _Run) -> dict[str, Any]:
@@ -623,6 +634,8 @@ def _one_run(args: argparse.Namespace, report: dict[str, Any], run: _Run) -> dic
             f"({entry['seconds_per_step']:.3f} s/step); evaluated in {entry['eval_seconds']:.1f} s",
             flush=True,
         )
+    except TrainingInterrupted:  # SIGTERM/SIGINT: the benchmark stops, not just this run
+        raise
     except Exception as e:  # one failing run must not lose the others
         entry["error"] = f"{type(e).__name__}: {e}"
         print(f"{tag} failed: {entry['error']}", file=sys.stderr, flush=True)

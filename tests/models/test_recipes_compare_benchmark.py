@@ -222,3 +222,20 @@ def test_bad_override_stops_before_training(bench, tmp_path: Path, capsys):
     rc = bench.main(["--quick", "--recipes", "mamo", "--set", "train.nope=1", "--out", str(tmp_path)])
     assert rc == 2 and "nope" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_signal_stops_the_benchmark_not_just_one_run(bench, tmp_path: Path, monkeypatch, capsys):
+    """SIGTERM/SIGINT end a trainer with TrainingInterrupted: the benchmark exits 128 + signal at once
+    instead of recording one failed run and starting the next."""
+    from maskmm.training import TrainingInterrupted
+
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[0].name)
+        raise TrainingInterrupted(15, 1, None)
+
+    monkeypatch.setattr(bench, "train_and_evaluate", interrupted)
+    rc = bench.main(["--quick", "--recipes", "mamo", "--arms", "steps,ablation", "--out", str(tmp_path)])
+    assert rc == 128 + 15 and calls == ["mamo"]
+    assert "interrupted by signal 15: no run finished" in capsys.readouterr().err
