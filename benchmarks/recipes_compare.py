@@ -586,9 +586,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             try:
                 entry = _one_run(args, report, run)
             except TrainingInterrupted as e:
-                kept = "no run finished"
-                if report_has_runs(report):
-                    kept = f"the finished runs are in {args.out}"
+                done = any(report["runs"].values())
+                kept = f"the finished runs are in {args.out}" if done else "no run finished"
                 print(f"[{run.arm}/{run.name}] interrupted by signal {e.signum}: {kept}", file=sys.stderr)
                 return 128 + e.signum
             failed += "error" in entry
@@ -597,10 +596,6 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     print(text)
     print(f"wrote {json_path} and {md_path}")
     return 1 if failed else 0
-
-
-def report_has_runs(report: dict[str, Any]) -> bool:
-    return any(report["runs"].values())
 
 
 def _one_run(args: argparse.Namespace, report: dict[str, Any], run: _Run) -> dict[str, Any]:
